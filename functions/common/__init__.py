@@ -1,0 +1,1 @@
+"""What every function shares: records, settings, errors, clocks, WeChat crypto and safe XML."""

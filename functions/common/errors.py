@@ -1,0 +1,82 @@
+"""One error hierarchy for wxassist.
+
+    WxAssistError
+    ├── ConfigurationError          settings that cannot work (bad AES key, unknown account kind)
+    ├── RejectedRequest             a callback we refuse; carries the HTTP status to answer with
+    │   ├── UnknownAccount              404  no such account configured
+    │   ├── BodyTooLarge                413  body over the cap, refused before parsing
+    │   ├── MalformedRequest            400  missing query fields, bad XML, missing Encrypt
+    │   │   └── ForbiddenXml                 DOCTYPE / ENTITY declarations
+    │   ├── SignatureMismatch           403  signature or msg_signature does not verify
+    │   ├── StaleTimestamp              403  timestamp outside the freshness window
+    │   ├── DecryptionFailed            400  bad base64, block size, padding, length, UTF-8
+    │   └── AppIdMismatch               403  plaintext addressed to another appid / corp id
+    ├── KnowledgeBaseError          the knowledge base cannot be opened or used
+    │   └── KnowledgeBaseBusy           Milvus Lite file held by another process
+    └── ModelError                  model files missing or unusable
+
+Errors become user-facing text or HTTP statuses only at the edges (the ingress and the CLI).
+A rejection's ``reason`` is safe to log: it never contains message content or secrets.
+"""
+
+from __future__ import annotations
+
+
+class WxAssistError(Exception):
+    """Base of every error wxassist raises on purpose."""
+
+
+class ConfigurationError(WxAssistError):
+    pass
+
+
+class RejectedRequest(WxAssistError):
+    http_status = 400
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownAccount(RejectedRequest):
+    http_status = 404
+
+
+class BodyTooLarge(RejectedRequest):
+    http_status = 413
+
+
+class MalformedRequest(RejectedRequest):
+    http_status = 400
+
+
+class ForbiddenXml(MalformedRequest):
+    pass
+
+
+class SignatureMismatch(RejectedRequest):
+    http_status = 403
+
+
+class StaleTimestamp(RejectedRequest):
+    http_status = 403
+
+
+class DecryptionFailed(RejectedRequest):
+    http_status = 400
+
+
+class AppIdMismatch(RejectedRequest):
+    http_status = 403
+
+
+class KnowledgeBaseError(WxAssistError):
+    pass
+
+
+class KnowledgeBaseBusy(KnowledgeBaseError):
+    pass
+
+
+class ModelError(WxAssistError):
+    pass

@@ -1,0 +1,118 @@
+"""The WeChat platform's side of the protocol: sign and encrypt callbacks as WeChat's servers
+do, and verify and open the replies. ``wxassist chat`` and the tests use it to talk to the
+service exactly as WeChat would."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from functions.common.clock import Clock, RandomSource, SecureRandom
+from functions.common.errors import MalformedRequest, SignatureMismatch
+from functions.common.safe_xml import cdata, parse_wechat_xml, text_field
+from functions.common.settings import AccountConfig
+from functions.common.wechat_crypto import MessageCipher, sha1_signature, signature_matches
+
+MAX_REPLY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Callback:
+    query: dict[str, str]
+    body: bytes
+
+
+def text_message_xml(*, to_user: str, from_user: str, content: str, msg_id: str, create_time: int) -> str:
+    return (
+        "<xml>"
+        f"<ToUserName>{cdata(to_user)}</ToUserName>"
+        f"<FromUserName>{cdata(from_user)}</FromUserName>"
+        f"<CreateTime>{create_time}</CreateTime>"
+        "<MsgType><![CDATA[text]]></MsgType>"
+        f"<Content>{cdata(content)}</Content>"
+        f"<MsgId>{msg_id}</MsgId>"
+        "</xml>"
+    )
+
+
+def event_message_xml(*, to_user: str, from_user: str, event: str, create_time: int, event_key: str = "") -> str:
+    return (
+        "<xml>"
+        f"<ToUserName>{cdata(to_user)}</ToUserName>"
+        f"<FromUserName>{cdata(from_user)}</FromUserName>"
+        f"<CreateTime>{create_time}</CreateTime>"
+        "<MsgType><![CDATA[event]]></MsgType>"
+        f"<Event>{cdata(event)}</Event>"
+        f"<EventKey>{cdata(event_key)}</EventKey>"
+        "</xml>"
+    )
+
+
+class PlatformSimulator:
+    """Plays WeChat's servers for one account."""
+
+    def __init__(self, account: AccountConfig, clock: Clock, random: RandomSource | None = None):
+        self._account = account
+        self._clock = clock
+        self._random = random or SecureRandom()
+        self._token = account.token.get_secret_value()
+
+    def _timestamp_and_nonce(self) -> tuple[str, str]:
+        return str(int(self._clock.now_s())), str(int.from_bytes(self._random.token_bytes(4), "big"))
+
+    def callback(self, message_xml: str, *, safe_mode: bool = True) -> Callback:
+        timestamp, nonce = self._timestamp_and_nonce()
+        if not safe_mode:
+            signature = sha1_signature(self._token, timestamp, nonce)
+            return Callback({"signature": signature, "timestamp": timestamp, "nonce": nonce}, message_xml.encode())
+        encrypted = MessageCipher(self._account.aes_key_bytes(), self._account.appid, self._random).encrypt(message_xml)
+        msg_signature = sha1_signature(self._token, timestamp, nonce, encrypted)
+        query = {
+            "signature": sha1_signature(self._token, timestamp, nonce),
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "encrypt_type": "aes",
+            "msg_signature": msg_signature,
+        }
+        body = f"<xml><ToUserName>{cdata(self._account.appid)}</ToUserName><Encrypt>{cdata(encrypted)}</Encrypt></xml>"
+        return Callback(query, body.encode())
+
+    def url_check(self, echostr: str, *, encrypted: bool = False) -> dict[str, str]:
+        timestamp, nonce = self._timestamp_and_nonce()
+        if encrypted:  # WeCom: the echostr is encrypted and signed with msg_signature
+            cipher = MessageCipher(self._account.aes_key_bytes(), self._account.appid, self._random)
+            sealed = cipher.encrypt(echostr)
+            signature = sha1_signature(self._token, timestamp, nonce, sealed)
+            return {"msg_signature": signature, "timestamp": timestamp, "nonce": nonce, "echostr": sealed}
+        signature = sha1_signature(self._token, timestamp, nonce)
+        return {"signature": signature, "timestamp": timestamp, "nonce": nonce, "echostr": echostr}
+
+    def open_reply(self, body: bytes | str) -> dict[str, Any]:
+        """Verify and decrypt a passive reply, as WeChat does before showing it to the user.
+        ``success`` or an empty body means no passive reply: an empty dict."""
+        raw = body.encode() if isinstance(body, str) else body
+        if raw.strip() in (b"", b"success"):
+            return {}
+        fields = parse_wechat_xml(raw, MAX_REPLY_BYTES)
+        encrypted = text_field(fields, "Encrypt")
+        if encrypted is None:
+            return fields
+        signature = text_field(fields, "MsgSignature", required=True) or ""
+        timestamp = text_field(fields, "TimeStamp", required=True) or ""
+        nonce = text_field(fields, "Nonce", required=True) or ""
+        if not signature_matches(sha1_signature(self._token, timestamp, nonce, encrypted), signature):
+            raise SignatureMismatch("reply signature does not match")
+        xml = MessageCipher(self._account.aes_key_bytes(), self._account.appid).decrypt(encrypted)
+        return parse_wechat_xml(xml, MAX_REPLY_BYTES)
+
+
+def reply_text(fields: Mapping[str, Any]) -> str:
+    if not fields:
+        return ""
+    kind = fields.get("MsgType")
+    if kind == "text":
+        return str(fields.get("Content") or "")
+    if kind == "transfer_customer_service":
+        return "[转接人工客服]"
+    raise MalformedRequest(f"unexpected reply type {kind!r}")

@@ -1,0 +1,100 @@
+"""Typed records passed between functions. Small frozen dataclasses: cheap to pickle across
+Ray Serve handles, and never carrying secrets."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Route(str, enum.Enum):
+    """Where the ingress sends a message after intent classification."""
+
+    GREETING = "greeting"
+    COMMAND = "command"
+    EVENT = "event"
+    HANDOFF = "handoff"
+    KNOWLEDGE = "knowledge"
+    CHITCHAT = "chitchat"
+    UNSUPPORTED = "unsupported"
+    IGNORE = "ignore"  # nothing to say (unsubscribe, view-link click): answer "success"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A verified, decrypted callback. ``from_user`` is the only trustworthy user identity."""
+
+    account: str
+    to_user: str
+    from_user: str
+    create_time: int
+    msg_type: str
+    msg_id: str | None = None
+    content: str | None = None
+    event: str | None = None
+    event_key: str | None = None
+    agent_id: str | None = None
+    encrypted: bool = True
+
+    @property
+    def dedupe_key(self) -> tuple[str, str, str]:
+        """WeChat redelivers with the same MsgId; events have none, so use CreateTime+Event."""
+        if self.msg_id:
+            return (self.account, self.from_user, self.msg_id)
+        return (self.account, self.from_user, f"{self.create_time}:{self.event or ''}")
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    route: Route
+    confidence: float
+    reason: str
+    query: str | None = None  # the text to retrieve/generate for, when the route needs one
+    reply: str | None = None  # a canned answer, when no generation is needed
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    text: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    sources: tuple[str, ...] = ()  # document titles the answer drew on, in rank order
+    tokens_in: int = 0
+    tokens_out: int = 0
+    truncated: bool = False  # stopped at the token budget, not at end of answer
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The HTTP response body for one callback, plus every WeChat-sized part of the answer.
+
+    ``body`` carries ``parts[0]`` (or is ``success`` when there is nothing to say passively);
+    the later parts are for the customer-service push path.
+    """
+
+    body: str
+    parts: tuple[str, ...] = field(default_factory=tuple)
+    content_type: str = "application/xml"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused request, returned (not raised) across deployment handles so the ingress maps
+    it to an HTTP status without relying on exception pickling."""
+
+    http_status: int
+    error: str  # the error class name, e.g. "SignatureMismatch"
+    reason: str  # safe to log and to return: never content or secrets
+
+    @classmethod
+    def of(cls, exc: "RejectedRequest") -> "Rejection":  # noqa: F821 - avoids an import cycle
+        return cls(exc.http_status, type(exc).__name__, exc.reason)
