@@ -1,0 +1,1 @@
+"""decrypt: verify a WeChat callback or URL check and open it into an ``InboundMessage``."""

@@ -1,0 +1,27 @@
+"""Thin Serve wrapper over ``ReplySealer``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from functions.common.clock import Clock, RandomSource, SecureRandom, SystemClock
+from functions.common.records import InboundMessage, Reply
+from functions.common.settings import load_settings
+from functions.encrypt.core import ReplySealer, render_answer_text
+
+
+class EncryptServer:
+    def __init__(
+        self,
+        settings_overrides: dict[str, Any] | None = None,
+        clock: Clock | None = None,
+        random: RandomSource | None = None,
+    ):
+        settings = load_settings(**(settings_overrides or {}))
+        self._core = ReplySealer(settings.account_map(), clock or SystemClock(), random or SecureRandom())
+
+    def text_reply(self, message: InboundMessage, text: str, sources: tuple[str, ...] = ()) -> Reply:
+        return self._core.text_reply(message, render_answer_text(text, sources))
+
+    def handoff_reply(self, message: InboundMessage, fallback_text: str) -> Reply:
+        return self._core.handoff_reply(message, fallback_text)
