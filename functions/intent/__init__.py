@@ -1,0 +1,1 @@
+"""intent: decide what kind of answer a message needs."""

@@ -1,0 +1,90 @@
+"""Rule-based intent: commands, events, greetings, human handoff, then knowledge vs chit-chat.
+
+Rules run first because they are free and exact; everything that is not small talk goes to
+the knowledge route, since an answer grounded in the knowledge base is the safe default.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from functions.common.records import InboundMessage, Intent, Route
+
+GREETINGS = frozenset(
+    {"你好", "您好", "hi", "hello", "hey", "在吗", "在么", "在不在", "早上好", "下午好", "晚上好", "哈喽", "嗨", "你好呀", "您好呀"}
+)
+HANDOFF_WORDS = ("转人工", "人工客服", "人工服务", "真人客服", "找人工", "要人工", "human agent", "real person")
+HANDOFF_EXACT = frozenset({"人工", "客服", "human"})
+CHITCHAT_PATTERNS = re.compile(
+    r"^(谢谢|多谢|感谢|好的|好吧|ok|okay|嗯+|哦+|哈+|呵+|再见|拜拜|bye|thanks|thank you|"
+    r"你是谁|你叫什么|你是机器人吗|讲个笑话|笑话|无聊|晚安|早安|[!！?？。.~～]+)$",
+    re.IGNORECASE,
+)
+IGNORED_EVENTS = frozenset({"unsubscribe", "view", "location", "templatesendjobfinish", "masssendjobfinish"})
+SUBSCRIBE_EVENTS = frozenset({"subscribe", "subscribe_scan", "subscribe_scan_product", "enter_agent"})
+TEXT_TYPES = frozenset({"text", "voice"})
+TRAILING_PUNCTUATION = "!！?？。.~～,，、 "
+
+
+@dataclass(frozen=True)
+class IntentTexts:
+    """The canned answers rules give; configured per deployment."""
+
+    welcome: str
+    help: str
+    greeting: str
+    reset: str
+    handoff: str
+    unsupported: str
+    menu: dict[str, str] = field(default_factory=dict)  # CLICK EventKey -> question it asks
+
+
+def normalise(text: str) -> str:
+    """NFKC folds full-width forms; lower-case and trimmed punctuation make rules robust."""
+    return unicodedata.normalize("NFKC", text).strip().lower()
+
+
+class IntentClassifier:
+    def __init__(self, texts: IntentTexts):
+        self._texts = texts
+
+    def classify(self, message: InboundMessage) -> Intent:
+        if message.msg_type == "event":
+            return self._event(message)
+        if message.msg_type not in TEXT_TYPES or not (message.content or "").strip():
+            return Intent(Route.UNSUPPORTED, 1.0, f"msg_type {message.msg_type}", reply=self._texts.unsupported)
+        return self._text(message.content or "")
+
+    def _event(self, message: InboundMessage) -> Intent:
+        event = (message.event or "").lower()
+        if event in SUBSCRIBE_EVENTS:
+            return Intent(Route.EVENT, 1.0, f"event {event}", reply=self._texts.welcome)
+        if event == "click":
+            question = self._texts.menu.get(message.event_key or "")
+            if question:
+                return Intent(Route.KNOWLEDGE, 1.0, "menu click", query=question)
+            return Intent(Route.EVENT, 1.0, "unmapped menu click", reply=self._texts.help)
+        return Intent(Route.IGNORE, 1.0, f"event {event or 'unknown'}")
+
+    def _text(self, content: str) -> Intent:
+        text = normalise(content)
+        if text.startswith("/"):
+            return self._command(text)
+        bare = text.strip(TRAILING_PUNCTUATION)
+        if bare in GREETINGS:
+            return Intent(Route.GREETING, 1.0, "greeting", reply=self._texts.greeting)
+        if bare in HANDOFF_EXACT or any(word in text for word in HANDOFF_WORDS):
+            return Intent(Route.HANDOFF, 0.9, "handoff words", reply=self._texts.handoff)
+        if CHITCHAT_PATTERNS.match(bare or text):
+            return Intent(Route.CHITCHAT, 0.8, "small talk", query=content.strip())
+        return Intent(Route.KNOWLEDGE, 0.6, "default: knowledge question", query=content.strip())
+
+    def _command(self, text: str) -> Intent:
+        command = text.split()[0]
+        if command == "/reset":
+            return Intent(Route.COMMAND, 1.0, "command /reset", reply=self._texts.reset)
+        if command == "/help":
+            return Intent(Route.COMMAND, 1.0, "command /help", reply=self._texts.help)
+        return Intent(Route.COMMAND, 1.0, "unknown command", reply=f"未知命令 {command[:32]}。\n{self._texts.help}")

@@ -1,0 +1,28 @@
+"""Thin Serve wrapper over ``IntentClassifier``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from functions.common.records import InboundMessage, Intent
+from functions.common.settings import load_settings
+from functions.intent.core import IntentClassifier, IntentTexts
+
+
+class IntentServer:
+    def __init__(self, settings_overrides: dict[str, Any] | None = None):
+        settings = load_settings(**(settings_overrides or {}))
+        self._core = IntentClassifier(
+            IntentTexts(
+                welcome=settings.welcome_text,
+                help=settings.help_text,
+                greeting=settings.greeting_text,
+                reset=settings.reset_text,
+                handoff=settings.handoff_text,
+                unsupported=settings.unsupported_text,
+                menu=settings.menu,
+            )
+        )
+
+    def classify(self, message: InboundMessage) -> Intent:
+        return self._core.classify(message)
