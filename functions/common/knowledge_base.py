@@ -1,0 +1,234 @@
+"""The knowledge base: one Milvus collection holding each chunk's text, a dense embedding
+(all-MiniLM-L6-v2) and a BM25 sparse vector Milvus computes from the text with the jieba
+analyzer. It answers the two searches separately and ``functions.retrieve.core`` fuses them
+(Milvus Lite's own ``hybrid_search`` ranks its negated BM25 scores backwards).
+
+Milvus Lite (a local directory, the embedded default) admits one process at a time; the
+retrieve deployment holds it while serving. A Milvus server (``http://…``) has no such limit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from functions.common.errors import KnowledgeBaseBusy, KnowledgeBaseError
+from functions.common.records import Passage
+
+EMBEDDING_DIM = 384
+MAX_TEXT_CHARS = 8192
+_PASSAGE_FIELDS = ["doc_id", "source", "title", "text"]
+_LITE_MAX_ROWS = 10_000_000
+_DOC_ID = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+class Embedder(Protocol):
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class SentenceEmbedder:
+    """sentence-transformers over a model directory on disk; never a hub download."""
+
+    def __init__(self, model_dir: Path, device: str = "cpu"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(model_dir), device=device)
+        self.dim = int(self._model.get_embedding_dimension() or EMBEDDING_DIM)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = self._model.encode(list(texts), normalize_embeddings=True, batch_size=32)
+        return [vector.tolist() for vector in vectors]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    doc_hash: str  # content hash of the whole document: re-ingest skips unchanged ones
+    source: str
+    title: str
+    text: str
+
+
+class KnowledgeBase:
+    def __init__(self, uri: str, collection: str, embedder: Embedder):
+        self._uri = uri
+        self._collection = collection
+        self._embedder = embedder
+        self._is_local = "://" not in uri
+        self._client = _connect(uri)
+        if self._client.has_collection(collection):  # a reopened collection starts released
+            self._client.load_collection(collection)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---- schema ------------------------------------------------------------------------
+
+    def ensure_collection(self) -> None:
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+        if self._client.has_collection(self._collection):
+            return
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=96)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=64)
+        schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("source", DataType.VARCHAR, max_length=1024)
+        schema.add_field("title", DataType.VARCHAR, max_length=512)
+        schema.add_field(
+            "text",
+            DataType.VARCHAR,
+            max_length=MAX_TEXT_CHARS,
+            enable_analyzer=True,
+            analyzer_params={"tokenizer": "jieba"},
+        )
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self._embedder.dim)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="text_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["text"],
+                output_field_names=["sparse"],
+            )
+        )
+        index = self._client.prepare_index_params()
+        index.add_index("dense", index_type="FLAT", metric_type="COSINE")
+        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        self._client.create_collection(self._collection, schema=schema, index_params=index)
+
+    def has_collection(self) -> bool:
+        return bool(self._client.has_collection(self._collection))
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def document_hashes(self) -> dict[str, str]:
+        """doc_id -> doc_hash for every document stored."""
+        rows = self._all_rows(["doc_id", "doc_hash"])
+        return {row["doc_id"]: row["doc_hash"] for row in rows}
+
+    def document_sources(self) -> dict[str, str]:
+        rows = self._all_rows(["doc_id", "source"])
+        return {row["doc_id"]: row["source"] for row in rows}
+
+    def replace_document(self, doc_id: str, chunks: Sequence[Chunk]) -> None:
+        """Delete every chunk of the document, then insert the new ones."""
+        self.delete_document(doc_id)
+        if not chunks:
+            return
+        vectors = self._embedder.embed([_indexed_text(chunk) for chunk in chunks])
+        rows = [
+            {
+                "chunk_id": chunk.chunk_id,
+                "doc_id": chunk.doc_id,
+                "doc_hash": chunk.doc_hash,
+                "source": chunk.source,
+                "title": chunk.title,
+                "text": _indexed_text(chunk)[:MAX_TEXT_CHARS],
+                "dense": vector,
+            }
+            for chunk, vector in zip(chunks, vectors, strict=True)
+        ]
+        self._client.insert(self._collection, rows)
+
+    def delete_document(self, doc_id: str) -> None:
+        if not _DOC_ID.match(doc_id):
+            raise KnowledgeBaseError(f"malformed document id {doc_id!r}")
+        self._client.delete(self._collection, filter=f'doc_id == "{doc_id}"')
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        rows = self._all_rows(["doc_id"])
+        return {"documents": len({row["doc_id"] for row in rows}), "chunks": len(rows)}
+
+    def dense_search(self, query: str, limit: int) -> list[Passage]:
+        """Best-first by cosine similarity of all-MiniLM-L6-v2 embeddings."""
+        if not query.strip() or not self.has_collection():
+            return []
+        vector = self._embedder.embed([query])[0]
+        hits = self._client.search(
+            self._collection, data=[vector], anns_field="dense", limit=limit,
+            output_fields=_PASSAGE_FIELDS, search_params={"metric_type": "COSINE"},
+        )[0]
+        return [_passage(hit, float(hit["distance"])) for hit in hits]
+
+    def keyword_search(self, query: str, limit: int) -> list[Passage]:
+        """Best-first by BM25 over jieba tokens. Milvus Lite reports BM25 negated (best = most
+        negative) where a Milvus server reports it positive; both come back best-first, and
+        the score is returned as a positive number either way."""
+        if not query.strip() or not self.has_collection():
+            return []
+        hits = self._client.search(
+            self._collection, data=[query], anns_field="sparse", limit=limit,
+            output_fields=_PASSAGE_FIELDS, search_params={"metric_type": "BM25"},
+        )[0]
+        return [_passage(hit, abs(float(hit["distance"]))) for hit in hits]
+
+    def _all_rows(self, fields: list[str]) -> list[dict[str, Any]]:
+        if not self.has_collection():
+            return []
+        if self._is_local:  # Milvus Lite has no query iterator, and no 16384-row query cap
+            return list(self._client.query(self._collection, filter='chunk_id != ""', output_fields=fields, limit=_LITE_MAX_ROWS))
+        rows: list[dict[str, Any]] = []
+        iterator = self._client.query_iterator(self._collection, batch_size=1000, filter='chunk_id != ""', output_fields=fields)
+        try:
+            while batch := iterator.next():
+                rows.extend(batch)
+        finally:
+            iterator.close()
+        return rows
+
+
+def _passage(hit: dict[str, Any], score: float) -> Passage:
+    entity = hit["entity"]
+    return Passage(str(hit["chunk_id"]), entity["doc_id"], entity["source"], entity["title"], entity["text"], score)
+
+
+def _indexed_text(chunk: Chunk) -> str:
+    """Index the title with the chunk: a heading often carries the words users ask with."""
+    return chunk.text if chunk.text.startswith(chunk.title) else f"{chunk.title}\n{chunk.text}"
+
+
+def _connect(uri: str) -> Any:
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    if "://" not in uri:
+        Path(uri).mkdir(parents=True, exist_ok=True)
+        _require_unlocked(Path(uri))
+    try:
+        return MilvusClient(uri)
+    except MilvusException as exc:
+        raise KnowledgeBaseError(f"cannot open the knowledge base at {uri}: {exc}") from exc
+
+
+def _require_unlocked(data_dir: Path) -> None:
+    """Milvus Lite holds an flock on ``LOCK``; probe it to give a useful error, not a trace."""
+    import fcntl
+
+    fd = os.open(data_dir / "LOCK", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError as exc:
+        raise KnowledgeBaseBusy(
+            f"the knowledge base {data_dir} is open in another process (Milvus Lite allows one): "
+            "stop the running `wxassist up` first, or serve the KB from Milvus (WXA_KB_URI=http://…)"
+        ) from exc
+    finally:
+        os.close(fd)

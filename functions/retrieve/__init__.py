@@ -1,0 +1,1 @@
+"""retrieve: hybrid dense + BM25 search over the knowledge base."""

@@ -1,0 +1,27 @@
+"""Thin Serve wrapper over ``Retriever``. It owns the knowledge-base connection; with
+Milvus Lite that means one replica per KB directory (deploy/local.yaml says so)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
+from functions.common.records import Passage
+from functions.common.settings import load_settings
+from functions.retrieve.core import Retriever
+
+
+class RetrieveServer:
+    def __init__(self, settings_overrides: dict[str, Any] | None = None):
+        settings = load_settings(**(settings_overrides or {}))
+        embedder = SentenceEmbedder(settings.embedding_dir())
+        self._kb = KnowledgeBase(settings.kb_location(), settings.kb_collection, embedder)
+        self._core = Retriever(self._kb, settings.retrieve_top_k)
+
+    def retrieve(self, query: str, top_k: int | None = None) -> list[Passage]:
+        return self._core.retrieve(query, top_k)
+
+    def __del__(self) -> None:  # Serve calls this on shutdown: release the Milvus Lite lock
+        kb = getattr(self, "_kb", None)
+        if kb is not None:
+            kb.close()

@@ -1,0 +1,44 @@
+"""Hand-written deterministic fakes (no MagicMock): they behave, so tests assert behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from functions.common.records import Passage
+from functions.generate.core import Completion, Message
+
+
+class EchoEngine:
+    """Answers with a fixed text plus the number of passages it saw; records every call."""
+
+    model_name = "echo"
+
+    def __init__(self, answer: str = "七天无理由退货。", tokens_per_char: int = 1):
+        self.answer = answer
+        self.calls: list[tuple[list[Message], int]] = []
+
+    def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
+        self.calls.append((list(messages), max_new_tokens))
+        text = self.answer[:max_new_tokens]
+        prompt_tokens = sum(len(message["content"]) for message in messages)
+        return Completion(text, prompt_tokens, len(text), truncated=len(self.answer) > max_new_tokens)
+
+
+class ListSearch:
+    """A search backend that returns fixed best-first lists for each side."""
+
+    def __init__(self, keyword: Sequence[Passage], dense: Sequence[Passage] = ()):
+        self.keyword = list(keyword)
+        self.dense = list(dense)
+        self.limits: list[int] = []
+
+    def keyword_search(self, query: str, limit: int) -> list[Passage]:
+        self.limits.append(limit)
+        return self.keyword[:limit]
+
+    def dense_search(self, query: str, limit: int) -> list[Passage]:
+        return self.dense[:limit]
+
+
+def passage(doc: str, index: int, score: float = 1.0, title: str | None = None, text: str = "正文") -> Passage:
+    return Passage(f"{doc}:{index}", doc, f"{doc}.md", title or doc, text, score)
