@@ -71,6 +71,9 @@ class Answer:
     tokens_out: int = 0
     truncated: bool = False  # stopped at the token budget, not at end of answer
     model: str = ""
+    # "generated": the model's text, supported by the passages; "extractive": the model's
+    # text was not supported, so the answer quotes the best passage; "none": no passages.
+    grounding: str = "none"
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,7 +102,10 @@ class Settings(BaseSettings):
     model_store: Path | None = None
     model_name: str = "smollm2-135m-instruct"
     max_new_tokens: int = 96
-    max_passage_chars: int = 600
+    max_passage_chars: int = 400
+    # Below this share of answer bigrams found in the passages, an answer is replaced by a
+    # quote of the best passage (functions/generate/grounding.py); 0 turns the guard off.
+    min_support: float = 0.5
     torch_threads: int | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
@@ -120,6 +123,9 @@ class Settings(BaseSettings):
     handoff_transfer: bool = False
     unsupported_text: str = "抱歉，目前只能处理文字消息，请用文字描述您的问题。"
     failure_text: str = "抱歉，系统暂时繁忙，请稍后再试。"
+    no_answer_text: str = "抱歉，知识库里没有找到相关内容。您可以换个说法，或发送“人工”联系客服。"
+    thanks_text: str = "不客气，还有什么可以帮您？"
+    goodbye_text: str = "再见，祝您生活愉快！"
     menu: dict[str, str] = {}
 
     @classmethod

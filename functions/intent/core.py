@@ -17,10 +17,10 @@ GREETINGS = frozenset(
 )
 HANDOFF_WORDS = ("转人工", "人工客服", "人工服务", "真人客服", "找人工", "要人工", "human agent", "real person")
 HANDOFF_EXACT = frozenset({"人工", "客服", "human"})
+THANKS = re.compile(r"^(谢谢|谢谢你|谢谢您|多谢|感谢|好的谢谢|thanks|thank you|thx)$")
+GOODBYES = re.compile(r"^(再见|拜拜|bye|goodbye|晚安)$")
 CHITCHAT_PATTERNS = re.compile(
-    r"^(谢谢|多谢|感谢|好的|好吧|ok|okay|嗯+|哦+|哈+|呵+|再见|拜拜|bye|thanks|thank you|"
-    r"你是谁|你叫什么|你是机器人吗|讲个笑话|笑话|无聊|晚安|早安|[!！?？。.~～]+)$",
-    re.IGNORECASE,
+    r"^(好的|好吧|ok|okay|嗯+|哦+|哈+|呵+|你是谁|你叫什么|你是机器人吗|讲个笑话|笑话|无聊|早安|[!！?？。.~～]+)$"
 )
 IGNORED_EVENTS = frozenset({"unsubscribe", "view", "location", "templatesendjobfinish", "masssendjobfinish"})
 SUBSCRIBE_EVENTS = frozenset({"subscribe", "subscribe_scan", "subscribe_scan_product", "enter_agent"})
@@ -38,6 +38,8 @@ class IntentTexts:
     reset: str
     handoff: str
     unsupported: str
+    thanks: str = "不客气！"
+    goodbye: str = "再见！"
     menu: dict[str, str] = field(default_factory=dict)  # CLICK EventKey -> question it asks
 
 
@@ -77,6 +79,11 @@ class IntentClassifier:
             return Intent(Route.GREETING, 1.0, "greeting", reply=self._texts.greeting)
         if bare in HANDOFF_EXACT or any(word in text for word in HANDOFF_WORDS):
             return Intent(Route.HANDOFF, 0.9, "handoff words", reply=self._texts.handoff)
+        # Thanks and goodbyes are answered by rule: no GPU time for a "不客气".
+        if THANKS.match(bare):
+            return Intent(Route.CHITCHAT, 1.0, "thanks", reply=self._texts.thanks)
+        if GOODBYES.match(bare):
+            return Intent(Route.CHITCHAT, 1.0, "goodbye", reply=self._texts.goodbye)
         if CHITCHAT_PATTERNS.match(bare or text):
             return Intent(Route.CHITCHAT, 0.8, "small talk", query=content.strip())
         return Intent(Route.KNOWLEDGE, 0.6, "default: knowledge question", query=content.strip())

@@ -20,6 +20,8 @@ class IntentServer:
                 reset=settings.reset_text,
                 handoff=settings.handoff_text,
                 unsupported=settings.unsupported_text,
+                thanks=settings.thanks_text,
+                goodbye=settings.goodbye_text,
                 menu=settings.menu,
             )
         )

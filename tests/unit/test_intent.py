@@ -46,6 +46,12 @@ def test_text_routes(content, route):
     assert CLASSIFIER.classify(text(content)).route is route
 
 
+def test_thanks_and_goodbyes_need_no_model():
+    assert CLASSIFIER.classify(text("谢谢！")).reply == "不客气！"
+    assert CLASSIFIER.classify(text("拜拜")).reply == "再见！"
+    assert CLASSIFIER.classify(text("讲个笑话")).reply is None
+
+
 def test_canned_replies_and_queries():
     assert CLASSIFIER.classify(text("/reset")).reply == "已重置"
     assert CLASSIFIER.classify(text("/help")).reply == "帮助"

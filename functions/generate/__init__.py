@@ -1,0 +1,1 @@
+"""generate: the LLM answer, from a plain class with its engine injected."""

@@ -1,0 +1,35 @@
+"""Thin Serve wrapper over ``Generator``; the engine class is injected (``engine_cls``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from functions.common.records import Answer, Passage
+from functions.common.settings import load_settings
+from functions.generate.core import Generator
+
+
+class GenerateServer:
+    def __init__(
+        self,
+        engine_cls: type | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+        settings_overrides: dict[str, Any] | None = None,
+    ):
+        settings = load_settings(**(settings_overrides or {}))
+        if engine_cls is None:
+            from functions.generate.transformers_engine import TransformersEngine
+
+            engine_cls = TransformersEngine
+            engine_kwargs = {"model_dir": settings.model_dir(), "torch_threads": settings.torch_threads, **(engine_kwargs or {})}
+        engine = engine_cls(**(engine_kwargs or {}))
+        self._core = Generator(
+            engine,
+            system_prompt=settings.system_prompt,
+            max_new_tokens=settings.max_new_tokens,
+            max_passage_chars=settings.max_passage_chars,
+            min_support=settings.min_support,
+        )
+
+    def answer(self, question: str, passages: list[Passage], max_new_tokens: int | None = None) -> Answer:
+        return self._core.answer(question, passages, max_new_tokens)

@@ -1,0 +1,85 @@
+"""Is an answer supported by the passages it was given? If not, answer from them directly.
+
+Support is measured as the share of the answer's character bigrams (CJK characters, letters
+and digits; punctuation and spacing ignored) that occur in the passages. A paraphrase in
+Chinese keeps most bigrams of its source; an invented URL or an off-topic ramble keeps few.
+An answer that loops (few distinct bigrams) fails too: a small model that
+copies can copy the same sentence over and over. Below the threshold the answer is replaced by an extractive one: the passage sentences that
+share most with the question, quoted with their title. This guards production models against
+hallucination and keeps the tiny demo model (SmolLM2-135M, English-only) from ever sending
+an ungrounded answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from functions.common.records import Passage
+
+_TOKEN_CHAR = re.compile(r"[\w\u3400-\u9fff]", re.UNICODE)
+_SENTENCE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]?")
+_FAQ_ANSWER_MARK = "答："
+_LIST_MARK = re.compile(r"^\s*(?:[-*>]|\d+[.)、])\s*")
+MAX_EXTRACT_CHARS = 220
+
+
+def bigrams(text: str) -> set[str]:
+    chars = _TOKEN_CHAR.findall(text.lower())
+    return {a + b for a, b in zip(chars, chars[1:])}
+
+
+def support(answer: str, passages: Sequence[Passage]) -> float:
+    """Share of the answer's bigrams found in the passages (0 for an empty answer)."""
+    answer_bigrams = bigrams(answer)
+    if not answer_bigrams:
+        return 0.0
+    source_bigrams = set().union(*(bigrams(p.text) for p in passages)) if passages else set()
+    return len(answer_bigrams & source_bigrams) / len(answer_bigrams)
+
+
+def repetitive(answer: str, min_distinct_share: float = 0.6) -> bool:
+    """A decoding loop repeats itself: few distinct bigrams among many. Short answers pass."""
+    chars = _TOKEN_CHAR.findall(answer.lower())
+    pairs = [a + b for a, b in zip(chars, chars[1:])]
+    return len(pairs) >= 20 and len(set(pairs)) / len(pairs) < min_distinct_share
+
+
+def acceptable(answer: str, passages: Sequence[Passage], min_support: float) -> bool:
+    return support(answer, passages) >= min_support and not repetitive(answer)
+
+
+def extractive_answer(question: str, passages: Sequence[Passage], max_chars: int = MAX_EXTRACT_CHARS) -> str:
+    """From the best passage: all of it when short, else the sentences sharing most with
+    the question (the opening ones when none does), in document order, within ``max_chars``."""
+    if not passages:
+        return ""
+    sentences = _sentences(passages[0])
+    if sum(map(len, sentences)) <= max_chars:  # a short passage (an FAQ answer) is quoted whole
+        return "".join(sentences)
+    wanted = bigrams(question)
+    overlap = [len(bigrams(sentence) & wanted) for sentence in sentences]
+    order = sorted((i for i in range(len(sentences)) if overlap[i]), key=lambda i: (-overlap[i], i))
+    chosen: list[int] = []
+    used = 0
+    for index in order or range(len(sentences)):
+        if chosen and used + len(sentences[index]) > max_chars:
+            break
+        chosen.append(index)
+        used += len(sentences[index])
+    return "".join(sentences[i] for i in sorted(chosen))
+
+
+def _sentences(passage: Passage) -> list[str]:
+    """Prose sentences of a passage: FAQ answers without their question, no headings, no
+    table rows, each ending in punctuation."""
+    text = passage.text
+    if _FAQ_ANSWER_MARK in text:
+        text = text.split(_FAQ_ANSWER_MARK, 1)[1]
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith(("#", "|")) and line.strip() != passage.title]
+    sentences = []
+    for sentence in _SENTENCE.findall("\n".join(lines)):
+        clean = _LIST_MARK.sub("", sentence).replace("**", "").strip()
+        if len(clean) > 1:
+            sentences.append(clean if clean[-1] in "。！？!?；;" else clean + "。")
+    return sentences

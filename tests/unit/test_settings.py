@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from functions.common.errors import ConfigurationError
+from functions.common.settings import AccountConfig, Settings, ensure_dev_credentials, load_settings
+
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+def test_secrets_never_print():
+    settings = Settings(wechat_token="tok-SECRET-1", wechat_aes_key=AES_KEY, wechat_appid="wx1", wechat_secret="app-SECRET-2")
+    account = settings.default_account()
+    for rendered in (repr(settings), str(settings), repr(account), str(account), settings.model_dump_json()):
+        assert "tok-SECRET-1" not in rendered and AES_KEY not in rendered and "app-SECRET-2" not in rendered
+
+
+def test_a_bad_aes_key_is_a_configuration_error_without_the_key():
+    bad_key = "short-secret-key-value"
+    with pytest.raises(ConfigurationError) as caught:
+        AccountConfig(name="x", token="t", aes_key=bad_key, appid="wx1")
+    assert bad_key not in str(caught.value)
+
+
+def test_invalid_settings_name_the_field_not_the_value(tmp_path):
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(max_body_bytes="lots-of-bytes")
+    assert "max_body_bytes" in str(caught.value) and "lots-of-bytes" not in str(caught.value)
+
+
+def test_secrets_and_unknown_names_cannot_come_as_arguments():
+    with pytest.raises(ConfigurationError, match="secrets"):
+        load_settings(wechat_token="t")
+    with pytest.raises(ConfigurationError, match="unknown"):
+        load_settings(no_such_setting=1)
+
+
+def test_dev_credentials_are_generated_once_and_owner_only(tmp_path):
+    first, generated = ensure_dev_credentials(tmp_path)
+    again, generated_again = ensure_dev_credentials(tmp_path)
+    assert generated and not generated_again and first == again
+    assert stat.S_IMODE((tmp_path / "dev-credentials.json").stat().st_mode) == 0o600
+    account = Settings(home=tmp_path).account_map()["default"]
+    assert len(account.aes_key_bytes()) == 32 and account.appid.startswith("wx")
+
+
+def test_environment_credentials_win_over_dev_credentials(tmp_path):
+    ensure_dev_credentials(tmp_path)
+    settings = Settings(home=tmp_path, wechat_token="t", wechat_aes_key=AES_KEY, wechat_appid="wx-env")
+    assert settings.account_map()["default"].appid == "wx-env"
+    with pytest.raises(ConfigurationError, match="APPID"):
+        Settings(home=tmp_path, wechat_token="t").account_map()
