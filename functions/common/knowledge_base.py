@@ -69,6 +69,12 @@ class KnowledgeBase:
 
     def close(self) -> None:
         self._client.close()
+        if self._is_local:
+            # pymilvus runs Milvus Lite as an in-process server that outlives the client and
+            # keeps the directory's lock; stop it so another process can open the KB.
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self._uri)
 
     def __enter__(self) -> KnowledgeBase:
         return self
