@@ -1,0 +1,1 @@
+"""Logging now; tracing, metrics and dashboards join here (the observability issue)."""

