@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from functions.common.errors import WxAssistError
 from functions.common.records import InboundMessage, Rejection, Reply, Route
 from functions.common.settings import load_settings
-from observability.logs import hashed_user, log_event, logger
+from observability.logs import configure_logging, hashed_user, log_event, logger
 
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
@@ -39,6 +39,7 @@ class Ingress:
 
     def __init__(self, decrypt, intent, retrieve, generate, encrypt, settings_overrides: dict[str, Any] | None = None):
         settings = load_settings(**(settings_overrides or {}))
+        configure_logging(settings.log_level)
         self._decrypt = decrypt
         self._intent = intent
         self._retrieve = retrieve
@@ -107,6 +108,8 @@ class Ingress:
             answer = await self._generate.answer.remote(question, passages)
             details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
                            truncated=answer.truncated)
+            if not answer.text:
+                return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
             return await self._encrypt.text_reply.remote(message, answer.text, answer.sources), details
         except Exception as exc:  # the user gets an apology, WeChat gets a 200, the log the cause
             logger().exception("answer failed: %s", type(exc).__name__)
@@ -218,7 +221,6 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     home = settings.home_dir()
     os.environ["WXA_HOME"] = str(home)  # replicas inherit the driver's environment
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     dev_credentials = None
     if settings.wechat_token is None:
         dev_credentials, generated = ensure_dev_credentials(home)
@@ -235,7 +237,7 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     ray.init(include_dashboard=False, logging_level="WARNING")
     serve.start(http_options={"host": host, "port": port})
     app = compose_app({**app_args, "home": str(home)}, deployment_options)
-    serve.run(app, name=APP_NAME, route_prefix="/")
+    serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": opts.log_level})
     base_url = f"http://{host}:{port}"
     print(f"\nwxassist is up. Callback URL: {base_url}/wechat/default")
     if dev_credentials is not None:
@@ -403,6 +405,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="HTTP port (default: the Serve config's, 8000)")
     up.add_argument("--host", help="HTTP host (default: the Serve config's, 127.0.0.1)")
     up.add_argument("--config", default=str(DEFAULT_SERVE_CONFIG), help="Serve config file (default: deploy/local.yaml)")
+    up.add_argument("--log-level", default="WARNING", help="Serve and replica log level (default: WARNING)")
     up.set_defaults(handler=_cmd_up)
 
     chat = commands.add_parser("chat", help="send one message as WeChat would and print the reply")
@@ -439,9 +442,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from observability.logs import configure_logging
+    from observability.logs import quiet_libraries
 
     opts = _parser().parse_args(argv)
+    quiet_libraries()  # before any model loads; replicas inherit it through the environment
     configure_logging(os.environ.get("WXA_LOG_LEVEL", "WARNING"))
     try:
         return opts.handler(opts)

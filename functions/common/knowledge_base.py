@@ -33,18 +33,30 @@ class Embedder(Protocol):
 
 
 class SentenceEmbedder:
-    """sentence-transformers over a model directory on disk; never a hub download."""
+    """sentence-transformers over a model directory on disk; never a hub download. The model
+    loads on first use, so commands that never embed (``kb stats``) never pay for it."""
+
+    dim = EMBEDDING_DIM  # all-MiniLM-L6-v2; checked against the model when it loads
 
     def __init__(self, model_dir: Path, device: str = "cpu"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        self._model = SentenceTransformer(str(model_dir), device=device)
-        self.dim = int(self._model.get_embedding_dimension() or EMBEDDING_DIM)
+        self._model_dir = model_dir
+        self._device = device
+        self._model: Any = None
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors = self._model.encode(list(texts), normalize_embeddings=True, batch_size=32)
+        vectors = self._loaded().encode(list(texts), normalize_embeddings=True, batch_size=32)
         return [vector.tolist() for vector in vectors]
+
+    def _loaded(self) -> Any:
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(str(self._model_dir), device=self._device)
+            if model.get_embedding_dimension() != self.dim:
+                raise KnowledgeBaseError(f"{self._model_dir} embeds in {model.get_embedding_dimension()} dimensions, not {self.dim}")
+            self._model = model
+        return self._model
 
 
 @dataclass(frozen=True, slots=True)

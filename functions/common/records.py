@@ -71,8 +71,9 @@ class Answer:
     tokens_out: int = 0
     truncated: bool = False  # stopped at the token budget, not at end of answer
     model: str = ""
-    # "generated": the model's text, supported by the passages; "extractive": the model's
-    # text was not supported, so the answer quotes the best passage; "none": no passages.
+    # "generated": the model's text, supported by the passages; "extractive": it was not, so
+    # the answer quotes the best passage; "none": no passages (chit-chat); "unanswered": no
+    # fit answer and no passage about the question, so ``text`` is empty.
     grounding: str = "none"
 
 

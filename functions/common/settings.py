@@ -14,6 +14,7 @@ import binascii
 import json
 import os
 import secrets
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
     wechat_secret: SecretStr | None = None
     wechat_api_base: str = "https://api.weixin.qq.com"
     accounts: list[AccountConfig] = []
+
+    log_level: str = "INFO"  # wxassist's own content-free event lines (observability/logs.py)
 
     # Callback hardening.
     max_body_bytes: int = 64 * 1024
@@ -210,7 +213,8 @@ def ensure_dev_credentials(home: Path) -> tuple[dict[str, Any], bool]:
     credentials = {
         "kind": "mp",
         "token": secrets.token_hex(16),
-        "aes_key": base64.b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("="),
+        # The WeChat console's EncodingAESKey alphabet: 43 letters and digits.
+        "aes_key": "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(43)),
         "appid": "wx" + secrets.token_hex(8),
         "secret": secrets.token_hex(16),
     }

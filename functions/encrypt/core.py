@@ -24,9 +24,22 @@ _SENTENCE_END = re.compile(r"(?<=[。！？!?；;…\n])|(?<=[.])(?=\s)")
 _FENCE = "```"
 
 
+_BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
+_HEADING_MARK = re.compile(r"^#{1,6}\s+", re.MULTILINE)
+
+
+def wechat_plain_text(text: str) -> str:
+    """WeChat shows text replies verbatim: drop Markdown emphasis and heading marks (models
+    such as DeepSeek write them constantly) everywhere except inside code blocks."""
+    segments = text.split(_FENCE)
+    for index in range(0, len(segments), 2):  # even segments are outside fences
+        segments[index] = _HEADING_MARK.sub("", _BOLD.sub(lambda m: m.group(1) or m.group(2), segments[index]))
+    return _FENCE.join(segments)
+
+
 def render_answer_text(text: str, sources: Sequence[str]) -> str:
     """The user-visible answer: the model's text, then the knowledge-base documents it drew on."""
-    body = text.strip()
+    body = wechat_plain_text(text).strip()
     if not sources:
         return body
     cited = "、".join(f"《{title}》" for title in dict.fromkeys(sources))

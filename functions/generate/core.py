@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from functions.common.records import Answer, Passage
-from functions.generate.grounding import acceptable, extractive_answer
+from functions.generate.grounding import acceptable, coverage, extractive_answer
 
 Message = dict[str, str]
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _UNCLOSED_THINK = re.compile(r"<think>.*\Z", re.DOTALL | re.IGNORECASE)
 _FENCE_MARKER = re.compile(r"<<<|>>>")
+_SENTENCE_END = re.compile(r"[。！？!?；;\n]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,18 @@ def strip_think(text: str) -> str:
     text = _THINK_BLOCK.sub("", text)
     text = _UNCLOSED_THINK.sub("", text)
     return text.replace("</think>", "").strip()
+
+
+def tidy(text: str, question: str, truncated: bool) -> str:
+    """Drop a leading echo of the question, and cut an answer stopped by the token budget
+    back to its last whole sentence: half a phone number is worse than none."""
+    text = text.strip()
+    if question and text.startswith(question.strip()):
+        text = text[len(question.strip()) :].lstrip(" ：:，,\n")
+    if truncated:
+        ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+        text = text[: ends[-1]] if ends else ""
+    return text.strip()
 
 
 def fence_passages(passages: Sequence[Passage], max_chars: int) -> str:
@@ -80,9 +93,11 @@ class Generator:
         max_new_tokens: int,
         max_passage_chars: int,
         min_support: float = 0.5,
+        min_coverage: float = 0.4,
     ):
         self._engine = engine
         self._min_support = min_support
+        self._min_coverage = min_coverage
         self._system_prompt = system_prompt
         self._max_new_tokens = max_new_tokens
         self._max_passage_chars = max_passage_chars
@@ -91,20 +106,27 @@ class Generator:
         budget = min(max_new_tokens or self._max_new_tokens, self._max_new_tokens)
         messages = build_messages(self._system_prompt, question, passages, self._max_passage_chars)
         completion = self._engine.complete(messages, budget)
-        text = strip_think(completion.text)
+        text = tidy(strip_think(completion.text), question, completion.truncated)
         sources = tuple(dict.fromkeys(passage.title for passage in passages))
-        grounding = "none"
-        if passages:
-            grounding = "generated"
-            if not acceptable(text, passages, self._min_support):
-                text, grounding = extractive_answer(question, passages), "extractive"
-                sources = sources[:1]  # the extract quotes only the best passage
+        grounding = "generated" if passages else "none"
+        # Passages that do not share the question's content words are not about it: whatever
+        # the model said from them is not grounded, and quoting them would mislead.
+        on_topic = not passages or max(coverage(question, p) for p in passages) >= self._min_coverage
+        fit = on_topic and acceptable(
+            text, passages, question=question, system_prompt=self._system_prompt, min_support=self._min_support
+        )
+        if not fit and passages and on_topic:
+            best = max(passages, key=lambda p: coverage(question, p))
+            text, grounding = extractive_answer(question, [best]), "extractive"
+            sources = (best.title,)  # the extract quotes only that passage
+        elif not fit:
+            text, grounding, sources = "", "unanswered", ()  # the caller says "not found"
         return Answer(
             text=text,
             sources=sources,
             tokens_in=completion.tokens_in,
             tokens_out=completion.tokens_out,
-            truncated=completion.truncated and grounding != "extractive",
+            truncated=completion.truncated and grounding in ("generated", "none"),
             model=self._engine.model_name,
             grounding=grounding,
         )

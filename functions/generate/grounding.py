@@ -1,11 +1,13 @@
 """Is an answer supported by the passages it was given? If not, answer from them directly.
 
 Support is measured as the share of the answer's character bigrams (CJK characters, letters
-and digits; punctuation and spacing ignored) that occur in the passages. A paraphrase in
+and digits; punctuation and spacing ignored) that occur in the passages, leaving out those it
+could have copied from the question. A paraphrase in
 Chinese keeps most bigrams of its source; an invented URL or an off-topic ramble keeps few.
 An answer that loops (few distinct bigrams) fails too: a small model that
-copies can copy the same sentence over and over. Below the threshold the answer is replaced by an extractive one: the passage sentences that
-share most with the question, quoted with their title. This guards production models against
+copies can copy the same sentence over and over. So does one that repeats the system prompt. A failed answer is replaced by an extractive one
+(the passage sentences that share most with the question, quoted with their title) when the
+best passage is about the question, and by nothing (the caller says "not found") otherwise. This guards production models against
 hallucination and keeps the tiny demo model (SmolLM2-135M, English-only) from ever sending
 an ungrounded answer.
 """
@@ -29,13 +31,40 @@ def bigrams(text: str) -> set[str]:
     return {a + b for a, b in zip(chars, chars[1:])}
 
 
-def support(answer: str, passages: Sequence[Passage]) -> float:
-    """Share of the answer's bigrams found in the passages (0 for an empty answer)."""
-    answer_bigrams = bigrams(answer)
+# Bigrams of question words: a passage sharing only these with a question is not about it.
+QUESTION_WORD_BIGRAMS = frozenset(
+    {"什么", "怎么", "可以", "有没", "没有", "多少", "是否", "如何", "哪里", "哪些", "为什", "么样", "你们", "我们",
+     "请问", "能否", "能不", "不能", "是不", "不是", "么办", "怎样", "多久", "一下"}
+)
+MIN_NEW_BIGRAMS = 4
+
+
+def support(answer: str, passages: Sequence[Passage], question: str = "") -> float:
+    """Share of the answer's bigrams found in the passages, not counting bigrams the answer
+    could have taken from the question: echoing the question proves nothing."""
+    answer_bigrams = bigrams(answer) - bigrams(question)
     if not answer_bigrams:
         return 0.0
     source_bigrams = set().union(*(bigrams(p.text) for p in passages)) if passages else set()
     return len(answer_bigrams & source_bigrams) / len(answer_bigrams)
+
+
+def coverage(question: str, passage: Passage) -> float:
+    """Share of the question's content bigrams that occur in the passage."""
+    wanted = bigrams(question) - QUESTION_WORD_BIGRAMS
+    if not wanted:
+        return 0.0
+    return len(wanted & bigrams(passage.title + passage.text)) / len(wanted)
+
+
+def leaks_prompt(answer: str, system_prompt: str, window_chars: int = 10) -> bool:
+    """The model repeating its instructions (a small model's habit, an attacker's goal)."""
+    compact_answer = "".join(answer.split())
+    compact_prompt = "".join(system_prompt.split())
+    return any(
+        compact_prompt[i : i + window_chars] in compact_answer
+        for i in range(0, max(len(compact_prompt) - window_chars + 1, 0), 2)
+    )
 
 
 def repetitive(answer: str, min_distinct_share: float = 0.6) -> bool:
@@ -45,8 +74,14 @@ def repetitive(answer: str, min_distinct_share: float = 0.6) -> bool:
     return len(pairs) >= 20 and len(set(pairs)) / len(pairs) < min_distinct_share
 
 
-def acceptable(answer: str, passages: Sequence[Passage], min_support: float) -> bool:
-    return support(answer, passages) >= min_support and not repetitive(answer)
+def acceptable(answer: str, passages: Sequence[Passage], *, question: str, system_prompt: str, min_support: float) -> bool:
+    """Fit to send: says something beyond the question, without looping or leaking the
+    instructions, and (when there are passages) supported by them."""
+    if len(bigrams(answer) - bigrams(question)) < MIN_NEW_BIGRAMS or repetitive(answer):
+        return False
+    if leaks_prompt(answer, system_prompt):
+        return False
+    return not passages or support(answer, passages, question) >= min_support
 
 
 def extractive_answer(question: str, passages: Sequence[Passage], max_chars: int = MAX_EXTRACT_CHARS) -> str:

@@ -104,3 +104,9 @@ def test_wxassist_chat_prints_the_grounded_answer(service):
     )
     assert chat.returncode == 0, chat.stderr
     assert "7天无理由退货" in chat.stdout and "参考：《" in chat.stdout
+
+
+def test_a_question_the_knowledge_base_cannot_answer_says_so(service):
+    content = open_reply(service, send(service, text("火星上有没有门店？", "1003")))["Content"]
+    assert content.startswith("抱歉，知识库里没有找到相关内容")
+    assert "参考：" not in content  # nothing is cited for an answer we do not have

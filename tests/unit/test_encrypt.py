@@ -65,6 +65,11 @@ def test_a_code_block_bigger_than_a_part_is_refenced_in_each_part():
     assert body == code[len("```python\n") : -len("```")]
 
 
+def test_markdown_emphasis_and_headings_are_dropped_outside_code():
+    text = "## 退货\n**7天**无理由，__免费__上门。\n```python\n# comment **kept**\n```"
+    assert render_answer_text(text, ()) == "退货\n7天无理由，免费上门。\n```python\n# comment **kept**\n```"
+
+
 def test_answer_text_cites_sources_once_in_order():
     text = render_answer_text("可以退货。", ("退货政策", "退款时效", "退货政策"))
     assert text == "可以退货。\n\n参考：《退货政策》、《退款时效》"
