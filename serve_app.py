@@ -60,7 +60,10 @@ class Ingress:
         return {"status": "ok"}
 
     async def verify_url(self, account: str, request: Request) -> Response:
-        result = await self._decrypt.verify_url.remote(account, dict(request.query_params))
+        try:
+            result = await self._decrypt.verify_url.remote(account, dict(request.query_params))
+        except Exception as exc:
+            return _unavailable("verify_url", exc)
         if isinstance(result, Rejection):
             return _rejected(account, result)
         return PlainTextResponse(result)
@@ -70,7 +73,10 @@ class Ingress:
         body = await _read_capped_body(request, self._max_body_bytes)
         if body is None:
             return _rejected(account, Rejection(413, "BodyTooLarge", f"body exceeds {self._max_body_bytes} bytes"))
-        opened = await self._decrypt.open_callback.remote(account, dict(request.query_params), body)
+        try:
+            opened = await self._decrypt.open_callback.remote(account, dict(request.query_params), body)
+        except Exception as exc:  # a bug or a dead replica, not the sender's fault: WeChat retries
+            return _unavailable("open_callback", exc)
         if isinstance(opened, Rejection):
             return _rejected(account, opened)
         reply, details = await self._answer(opened)
@@ -112,12 +118,12 @@ class Ingress:
                 return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
             return await self._encrypt.text_reply.remote(message, answer.text, answer.sources), details
         except Exception as exc:  # the user gets an apology, WeChat gets a 200, the log the cause
-            logger().exception("answer failed: %s", type(exc).__name__)
+            _log_failure("answer", exc)
             details["error"] = type(exc).__name__
             try:
                 return await self._encrypt.text_reply.remote(message, self._failure_text), details
-            except Exception:
-                logger().exception("failure reply failed too")
+            except Exception as second:
+                _log_failure("failure reply", second)
                 return Reply(NO_PASSIVE_REPLY, content_type="text/plain"), details
 
 
@@ -152,6 +158,17 @@ async def _read_capped_body(request: Request, max_bytes: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _log_failure(step: str, exc: BaseException) -> None:
+    """The error type at ERROR; the traceback, which may quote message text, only at DEBUG."""
+    logger().error("%s failed: %s", step, type(exc).__name__)
+    logger().debug("%s traceback", step, exc_info=exc)
+
+
+def _unavailable(step: str, exc: BaseException) -> Response:
+    _log_failure(step, exc)
+    return JSONResponse({"error": "Unavailable", "reason": "temporarily unavailable"}, status_code=503)
 
 
 def _rejected(account: str, rejection: Rejection) -> Response:

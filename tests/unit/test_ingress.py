@@ -1,0 +1,129 @@
+"""The ingress's orchestration without Ray: the real deployment classes behind in-process
+handles, the real HTTP app through FastAPI's test client, a fake engine injected into the
+real GenerateServer exactly as the builder injects the transformers one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from functions.common.clock import SystemClock
+from functions.common.platform import PlatformSimulator, event_message_xml, reply_text, text_message_xml
+from functions.common.settings import Settings, ensure_dev_credentials
+from functions.decrypt.deployment import DecryptServer
+from functions.encrypt.deployment import EncryptServer
+from functions.generate.deployment import GenerateServer
+from functions.intent.deployment import IntentServer
+from functions.retrieve.core import Retriever
+from serve_app import Ingress, http_app
+from tests.fakes import EchoEngine, ListSearch, passage
+
+POLICY = passage("returns", 0, title="退货政策", text="青禾家居支持7天无理由退货，自签收次日起7天内可在小程序申请。")
+
+
+class InProcessHandle:
+    """Stands in for a DeploymentHandle: ``handle.method.remote(...)`` awaits the method."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def __getattr__(self, name):
+        method = getattr(self._target, name)
+
+        class _Method:
+            @staticmethod
+            def remote(*args, **kwargs):
+                async def call():
+                    await asyncio.sleep(0)
+                    return method(*args, **kwargs)
+
+                return call()
+
+        return _Method()
+
+
+class RetrieveFromList:
+    def __init__(self, passages):
+        self._core = Retriever(ListSearch(passages), top_k=3)
+
+    def retrieve(self, query, top_k=None):
+        return self._core.retrieve(query, top_k)
+
+
+class Broken:
+    def __getattr__(self, name):
+        raise RuntimeError("replica died")
+
+
+@pytest.fixture
+def home(tmp_path):
+    ensure_dev_credentials(tmp_path)
+    return tmp_path
+
+
+def make_client(home, *, engine_answer="青禾家居支持7天无理由退货。", passages=(POLICY,), decrypt=None, generate=None):
+    overrides = {"home": str(home)}
+    generate = generate or GenerateServer(engine_cls=EchoEngine, engine_kwargs={"answer": engine_answer}, settings_overrides=overrides)
+    ingress = Ingress(
+        InProcessHandle(decrypt or DecryptServer(overrides)),
+        InProcessHandle(IntentServer(overrides)),
+        InProcessHandle(RetrieveFromList(list(passages))),
+        InProcessHandle(generate),
+        InProcessHandle(EncryptServer(overrides)),
+        overrides,
+    )
+    return TestClient(http_app(ingress))
+
+
+def post(client, home, xml: str):
+    platform = PlatformSimulator(Settings(home=home).account_map()["default"], SystemClock())
+    callback = platform.callback(xml)
+    response = client.post("/wechat/default", params=callback.query, content=callback.body)
+    return response, (platform.open_reply(response.content) if response.status_code == 200 else None)
+
+
+def text(content: str) -> str:
+    return text_message_xml(to_user="gh", from_user="o-user", content=content, msg_id="7", create_time=int(time.time()))
+
+
+def test_knowledge_answer_cites_its_source(home):
+    _, reply = post(make_client(home), home, text("退货政策是什么"))
+    assert reply_text(reply) == "青禾家居支持7天无理由退货。\n\n参考：《退货政策》"
+
+
+def test_no_passages_means_not_found_without_generating(home):
+    generate = GenerateServer(engine_cls=EchoEngine, settings_overrides={"home": str(home)})
+    _, reply = post(make_client(home, passages=(), generate=generate), home, text("火星门店"))
+    assert reply_text(reply).startswith("抱歉，知识库里没有找到相关内容")
+    assert generate._core._engine.calls == []  # no GPU time spent
+
+
+def test_an_unusable_answer_without_an_on_topic_passage_is_not_found(home):
+    _, reply = post(make_client(home, engine_answer="哈" * 50), home, text("火星上有门店吗"))
+    assert reply_text(reply).startswith("抱歉，知识库里没有找到相关内容")
+
+
+def test_a_failing_function_gets_an_apology_not_a_500(home):
+    response, reply = post(make_client(home, generate=Broken()), home, text("退货政策是什么"))
+    assert response.status_code == 200 and reply_text(reply) == "抱歉，系统暂时繁忙，请稍后再试。"
+
+
+def test_a_failing_decrypt_is_503_so_wechat_retries(home):
+    response, _ = post(make_client(home, decrypt=Broken()), home, text("你好"))
+    assert response.status_code == 503 and response.json()["error"] == "Unavailable"
+
+
+def test_unsubscribe_gets_no_passive_reply(home):
+    xml = event_message_xml(to_user="gh", from_user="o-user", event="unsubscribe", create_time=int(time.time()))
+    response, reply = post(make_client(home), home, xml)
+    assert response.text == "success" and reply == {}
+
+
+def test_rejections_keep_their_status(home):
+    client = make_client(home)
+    assert client.post("/wechat/default", params={"timestamp": "1", "nonce": "1"}, content=b"<xml/>").status_code == 403
+    oversize = client.post("/wechat/default", params={}, content=b"x" * 70_000)
+    assert oversize.status_code == 413 and oversize.json()["error"] == "BodyTooLarge"
