@@ -14,6 +14,7 @@ import secrets
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -366,7 +367,7 @@ def _cmd_kb_search(opts: argparse.Namespace) -> int:
     with _open_kb(settings) as kb:
         passages = Retriever(kb, settings.retrieve_top_k).retrieve(opts.query, opts.k)
     if opts.json:
-        ranked = [{"rank": rank, **_passage_dict(passage)} for rank, passage in enumerate(passages, start=1)]
+        ranked = [{"rank": rank, **asdict(passage)} for rank, passage in enumerate(passages, start=1)]
         print(json.dumps({"query": opts.query, "passages": ranked}, ensure_ascii=False))
         return 0
     for rank, passage in enumerate(passages, start=1):
@@ -375,17 +376,6 @@ def _cmd_kb_search(opts: argparse.Namespace) -> int:
     if not passages:
         print("no passages found")
     return 0
-
-
-def _passage_dict(passage) -> dict[str, Any]:
-    return {
-        "score": passage.score,
-        "title": passage.title,
-        "source": passage.source,
-        "doc_id": passage.doc_id,
-        "chunk_id": passage.chunk_id,
-        "text": passage.text,
-    }
 
 
 def _cmd_kb_stats(opts: argparse.Namespace) -> int:

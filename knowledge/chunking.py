@@ -28,9 +28,10 @@ def document_hash(document: Document) -> str:
 def chunk_document(document: Document, max_chars: int = MAX_CHUNK_CHARS) -> list[Chunk]:
     doc_id = document_id(document.source)
     doc_hash = document_hash(document)
-    if document.faq:
-        texts = [f"问：{question}\n答：{answer}" for question, answer in document.faq]
-        titles = [question for question, _ in document.faq]
+    if document.faq:  # one chunk per pair; an answer too long for one continues in more
+        pairs = [(question, piece) for question, answer in document.faq for piece in _split_long(answer, max_chars)]
+        texts = [f"问：{question}\n答：{piece}" for question, piece in pairs]
+        titles = [question for question, _ in pairs]
     else:
         texts = _pack(_sections(document.text), max_chars)
         titles = [document.title] * len(texts)

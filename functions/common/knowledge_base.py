@@ -20,7 +20,11 @@ from functions.common.errors import KnowledgeBaseBusy, KnowledgeBaseError
 from functions.common.records import Passage
 
 EMBEDDING_DIM = 384
-MAX_TEXT_CHARS = 8192
+# VARCHAR limits: a Milvus server counts bytes (Milvus Lite counts characters), so values
+# are clipped by UTF-8 bytes to fit either.
+MAX_TEXT_BYTES = 8192
+MAX_TITLE_BYTES = 512
+MAX_SOURCE_BYTES = 1024
 _PASSAGE_FIELDS = ["doc_id", "source", "title", "text"]
 _LITE_MAX_ROWS = 10_000_000
 _DOC_ID = re.compile(r"^[0-9a-f]{8,64}$")
@@ -105,12 +109,12 @@ class KnowledgeBase:
         schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=96)
         schema.add_field("doc_id", DataType.VARCHAR, max_length=64)
         schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
-        schema.add_field("source", DataType.VARCHAR, max_length=1024)
-        schema.add_field("title", DataType.VARCHAR, max_length=512)
+        schema.add_field("source", DataType.VARCHAR, max_length=MAX_SOURCE_BYTES)
+        schema.add_field("title", DataType.VARCHAR, max_length=MAX_TITLE_BYTES)
         schema.add_field(
             "text",
             DataType.VARCHAR,
-            max_length=MAX_TEXT_CHARS,
+            max_length=MAX_TEXT_BYTES,
             enable_analyzer=True,
             analyzer_params={"tokenizer": "jieba"},
         )
@@ -139,10 +143,6 @@ class KnowledgeBase:
         rows = self._all_rows(["doc_id", "doc_hash"])
         return {row["doc_id"]: row["doc_hash"] for row in rows}
 
-    def document_sources(self) -> dict[str, str]:
-        rows = self._all_rows(["doc_id", "source"])
-        return {row["doc_id"]: row["source"] for row in rows}
-
     def replace_document(self, doc_id: str, chunks: Sequence[Chunk]) -> None:
         """Delete every chunk of the document, then insert the new ones."""
         self.delete_document(doc_id)
@@ -154,9 +154,9 @@ class KnowledgeBase:
                 "chunk_id": chunk.chunk_id,
                 "doc_id": chunk.doc_id,
                 "doc_hash": chunk.doc_hash,
-                "source": chunk.source,
-                "title": chunk.title,
-                "text": _indexed_text(chunk)[:MAX_TEXT_CHARS],
+                "source": clip_utf8(chunk.source, MAX_SOURCE_BYTES),
+                "title": clip_utf8(chunk.title, MAX_TITLE_BYTES),
+                "text": clip_utf8(_indexed_text(chunk), MAX_TEXT_BYTES),
                 "dense": vector,
             }
             for chunk, vector in zip(chunks, vectors, strict=True)
@@ -215,6 +215,11 @@ class KnowledgeBase:
 def _passage(hit: dict[str, Any], score: float) -> Passage:
     entity = hit["entity"]
     return Passage(str(hit["chunk_id"]), entity["doc_id"], entity["source"], entity["title"], entity["text"], score)
+
+
+def clip_utf8(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 encoding fits ``max_bytes``."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
 
 
 def _indexed_text(chunk: Chunk) -> str:

@@ -76,3 +76,19 @@ def test_sample_corpus_is_large_and_loads():
     assert {"returns-policy.md", "faq.jsonl", "faq-membership.csv", "damaged-on-arrival.html", "about-qinghe.txt"} <= sources
     for path, source in files:
         assert chunk_document(load_document(path, source)), source
+
+
+def test_a_long_faq_answer_is_split_under_its_question(tmp_path):
+    long_answer = "这是一句很长的回答。" * 120  # 1200 characters
+    path = write(tmp_path, "faq.jsonl", '{"question": "长问题？", "answer": "%s"}\n' % long_answer)
+    chunks = chunk_document(load_document(path, "faq.jsonl"), max_chars=500)
+    assert len(chunks) == 3 and all(chunk.title == "长问题？" for chunk in chunks)
+    assert all(chunk.text.startswith("问：长问题？\n答：") for chunk in chunks)
+    assert "".join(chunk.text.split("答：", 1)[1] for chunk in chunks) == long_answer
+
+
+def test_values_are_clipped_by_utf8_bytes_for_milvus_servers():
+    from functions.common.knowledge_base import clip_utf8
+
+    assert clip_utf8("退货政策", 7) == "退货"  # never half a character
+    assert clip_utf8("abc", 10) == "abc"
