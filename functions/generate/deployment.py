@@ -31,5 +31,9 @@ class GenerateServer:
             min_support=settings.min_support,
         )
 
+    def ready(self) -> bool:
+        """A no-op the ingress calls at start, so handles are routed before the first user."""
+        return True
+
     def answer(self, question: str, passages: list[Passage], max_new_tokens: int | None = None) -> Answer:
         return self._core.answer(question, passages, max_new_tokens)

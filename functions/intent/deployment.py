@@ -26,5 +26,9 @@ class IntentServer:
             )
         )
 
+    def ready(self) -> bool:
+        """A no-op the ingress calls at start, so handles are routed before the first user."""
+        return True
+
     def classify(self, message: InboundMessage) -> Intent:
         return self._core.classify(message)

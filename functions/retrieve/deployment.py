@@ -17,6 +17,12 @@ class RetrieveServer:
         embedder = SentenceEmbedder(settings.embedding_dir())
         self._kb = KnowledgeBase(settings.kb_location(), settings.kb_collection, embedder)
         self._core = Retriever(self._kb, settings.retrieve_top_k)
+        # Load the embedding model and jieba's dictionary now, not on the first user's question.
+        self._core.retrieve("预热 warm-up")
+
+    def ready(self) -> bool:
+        """A no-op the ingress calls at start, so handles are routed before the first user."""
+        return True
 
     def retrieve(self, query: str, top_k: int | None = None) -> list[Passage]:
         return self._core.retrieve(query, top_k)

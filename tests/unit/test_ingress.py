@@ -49,11 +49,19 @@ class RetrieveFromList:
     def __init__(self, passages):
         self._core = Retriever(ListSearch(passages), top_k=3)
 
+    def ready(self):
+        return True
+
     def retrieve(self, query, top_k=None):
         return self._core.retrieve(query, top_k)
 
 
 class Broken:
+    """Started fine, then its replica died: every call after start-up fails."""
+
+    def ready(self):
+        return True
+
     def __getattr__(self, name):
         raise RuntimeError("replica died")
 
@@ -75,6 +83,7 @@ def make_client(home, *, engine_answer="青禾家居支持7天无理由退货。
         InProcessHandle(EncryptServer(overrides)),
         overrides,
     )
+    asyncio.run(ingress.warm_up())  # what Serve does before routing traffic to the ingress
     return TestClient(http_app(ingress))
 
 
