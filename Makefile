@@ -5,9 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 MODEL_STAMP := .wxassist/models/smollm2-135m-instruct/model.safetensors
 
-.PHONY: setup run test clean
+.PHONY: setup run test clean redis-server
 
 setup: $(STAMP) $(MODEL_STAMP)
+
+# The Redis state backend is tested against a real server the tests start themselves;
+# `make run` uses SQLite and needs none.
+redis-server:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 
 # The CPU torch wheel is installed on its own first (pip finds it via the machine's
 # find-links); the constraints file keeps every later step from replacing it.
@@ -25,7 +30,7 @@ $(MODEL_STAMP): $(STAMP)
 run: setup
 	$(BIN)/wxassist up
 
-test: setup
+test: setup redis-server
 	$(BIN)/python -m pytest
 
 clean:

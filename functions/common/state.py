@@ -1,0 +1,162 @@
+"""Shared state behind one small interface, with two real backends.
+
+* ``sqlite:///path/state.db`` (embedded default): WAL mode, ``BEGIN IMMEDIATE`` for every
+  read-modify-write, so replicas in several processes on one machine agree.
+* ``redis://host:port/db`` (scale-out): ``SET NX PX`` for claims, a Lua script for
+  compare-and-set, server-side expiry.
+
+Values are strings (callers store JSON); every key has a time to live. The claim ledger, the
+access-token cache and the outbox's idempotency keys are built on these five operations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from functions.common.clock import Clock, SystemClock
+from functions.common.errors import ConfigurationError
+
+
+class StateStore(Protocol):
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, value: str, ttl_s: float) -> None: ...
+
+    def set_if_absent(self, key: str, value: str, ttl_s: float) -> bool:
+        """Atomically store ``value`` unless the key holds a live value; True if stored."""
+        ...
+
+    def compare_and_set(self, key: str, expected: str, value: str, ttl_s: float) -> bool:
+        """Atomically replace the value only if it is still ``expected``; True if replaced."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_state_store(uri: str, clock: Clock | None = None) -> StateStore:
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite":
+        path = uri[len("sqlite://") :]
+        if not path.startswith("/"):
+            raise ConfigurationError("a SQLite state URI needs an absolute path: sqlite:///abs/path/state.db")
+        return SQLiteStateStore(Path(path), clock)
+    if scheme in ("redis", "rediss"):
+        return RedisStateStore(uri)
+    raise ConfigurationError(f"state store URI must be sqlite:///… or redis://…, not {scheme or uri[:20]!r}")
+
+
+class SQLiteStateStore:
+    """Expiry is checked against the injected clock on every read; expired rows are purged
+    lazily by the writes that meet them."""
+
+    def __init__(self, path: Path, clock: Clock | None = None, busy_timeout_s: float = 5.0):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()  # one connection, shared by a replica's threads
+        self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
+        )
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM state WHERE key = ? AND expires_at > ?", (key, self._clock.now_s())
+            ).fetchone()
+        return row[0] if row else None
+
+    def set(self, key: str, value: str, ttl_s: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO state (key, value, expires_at) VALUES (?, ?, ?)",
+                (key, value, self._clock.now_s() + ttl_s),
+            )
+
+    def set_if_absent(self, key: str, value: str, ttl_s: float) -> bool:
+        now_s = self._clock.now_s()
+        with self._lock, self._immediate():
+            self._db.execute("DELETE FROM state WHERE key = ? AND expires_at <= ?", (key, now_s))
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO state (key, value, expires_at) VALUES (?, ?, ?)", (key, value, now_s + ttl_s)
+            )
+            return cursor.rowcount == 1
+
+    def compare_and_set(self, key: str, expected: str, value: str, ttl_s: float) -> bool:
+        now_s = self._clock.now_s()
+        with self._lock, self._immediate():
+            cursor = self._db.execute(
+                "UPDATE state SET value = ?, expires_at = ? WHERE key = ? AND value = ? AND expires_at > ?",
+                (value, now_s + ttl_s, key, expected, now_s),
+            )
+            return cursor.rowcount == 1
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM state WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _immediate(self):
+        """A write transaction taken up front, so two processes cannot both read 'absent'."""
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+# Replace only if unchanged, keeping the new time to live: one round trip, atomic in Redis.
+_COMPARE_AND_SET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+class RedisStateStore:
+    def __init__(self, uri: str):
+        import redis
+
+        self._redis = redis.Redis.from_url(uri, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        self._compare_and_set = self._redis.register_script(_COMPARE_AND_SET)
+
+    def get(self, key: str) -> str | None:
+        return self._redis.get(key)
+
+    def set(self, key: str, value: str, ttl_s: float) -> None:
+        self._redis.set(key, value, px=_ms(ttl_s))
+
+    def set_if_absent(self, key: str, value: str, ttl_s: float) -> bool:
+        return bool(self._redis.set(key, value, px=_ms(ttl_s), nx=True))
+
+    def compare_and_set(self, key: str, expected: str, value: str, ttl_s: float) -> bool:
+        return bool(self._compare_and_set(keys=[key], args=[expected, value, _ms(ttl_s)]))
+
+    def delete(self, key: str) -> None:
+        self._redis.delete(key)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _ms(ttl_s: float) -> int:
+    return max(1, int(ttl_s * 1000))
