@@ -15,6 +15,7 @@ import secrets
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -23,15 +24,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from functions.common.clock import Clock, SystemClock
 from functions.common.errors import WxAssistError
+from functions.common.ledger import Claim, ClaimLedger, LedgerEntry
 from functions.common.records import InboundMessage, Rejection, Reply, Route
 from functions.common.settings import load_settings
+from functions.common.state import open_state_store
 from observability.logs import configure_logging, hashed_user, log_event, logger
 
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
 APP_NAME = "wxassist"
 NO_PASSIVE_REPLY = "success"
+RETRY_POLL_S = 0.1
 
 # ---- the ingress -----------------------------------------------------------------------
 
@@ -40,9 +45,23 @@ class Ingress:
     """Owns the HTTP edge: reads the body under a cap, calls the functions through their
     handles, and turns every failure into a 4xx or an empty reply, never a 500."""
 
-    def __init__(self, decrypt, intent, retrieve, generate, encrypt, settings_overrides: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        decrypt,
+        intent,
+        retrieve,
+        generate,
+        encrypt,
+        settings_overrides: dict[str, Any] | None = None,
+        clock: Clock | None = None,
+    ):
         settings = load_settings(**(settings_overrides or {}))
         configure_logging(settings.log_level)
+        clock = clock or SystemClock()
+        self._ledger = ClaimLedger(
+            open_state_store(settings.state_location(), clock), clock, ttl_s=settings.ledger_ttl_s, job_lease_s=settings.job_lease_s
+        )
+        self._retry_wait_s = settings.retry_wait_s
         self._decrypt = decrypt
         self._intent = intent
         self._retrieve = retrieve
@@ -89,7 +108,12 @@ class Ingress:
             return _unavailable("open_callback", exc)
         if isinstance(opened, Rejection):
             return _rejected(account, opened)
+        job_id = uuid.uuid4().hex
+        claim = await self._claim(opened, job_id)
+        if not claim.won:  # another delivery of this message owns the job
+            return await self._attach(opened, claim.entry, started_s)
         reply, details = await self._answer(opened)
+        await self._complete(opened, job_id, reply)
         log_event(
             "answered",
             account=account,
@@ -101,6 +125,33 @@ class Ingress:
             **details,
         )
         return Response(reply.body, media_type=reply.content_type)
+
+    async def _claim(self, message: InboundMessage, job_id: str) -> Claim:
+        try:
+            return await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id)
+        except Exception as exc:  # the store is down: answering, perhaps twice, beats losing
+            _log_failure("ledger claim", exc)
+            return Claim(True, LedgerEntry(job_id, "in_flight", 0.0))
+
+    async def _complete(self, message: InboundMessage, job_id: str, reply: Reply) -> None:
+        try:
+            await asyncio.to_thread(self._ledger.complete, message.dedupe_key, job_id, reply)
+        except Exception as exc:
+            _log_failure("ledger complete", exc)
+
+    async def _attach(self, message: InboundMessage, entry: LedgerEntry, started_s: float) -> Response:
+        """A retry: serve the finished job's reply, or wait for the job in flight while this
+        delivery's window lasts. Past it, a 503 makes WeChat deliver again (an empty 200 would
+        tell it to stop)."""
+        fields = {"account": message.account, "user": hashed_user(message.from_user), "msg_id": message.msg_id}
+        while entry.state != "done" and time.monotonic() - started_s < self._retry_wait_s:
+            await asyncio.sleep(RETRY_POLL_S)
+            entry = await asyncio.to_thread(self._ledger.lookup, message.dedupe_key) or entry
+        if entry.state == "done":
+            log_event("retry_served", **fields)
+            return Response(entry.reply_body, media_type=entry.content_type)
+        log_event("retry_pending", **fields)
+        return JSONResponse({"error": "InProgress", "reason": "the answer is still being prepared"}, status_code=503)
 
     async def _answer(self, message: InboundMessage) -> tuple[Reply, dict[str, Any]]:
         """The reply, and what the log line should say about how it was made."""

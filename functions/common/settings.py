@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     timestamp_window_s: int = 300
 
+    # Shared state (claim ledger): SQLite under WXA_HOME by default, redis://… to scale out.
+    state_uri: str | None = None
+    ledger_ttl_s: float = 3600.0  # how long a message's reply is kept for late retries
+    job_lease_s: float = 60.0  # a job still running after this is presumed dead and taken over
+    retry_wait_s: float = 4.5  # how long a retry waits for the job in flight (WeChat waits 5 s)
+
     # Knowledge base: a Milvus Lite directory by default, or http://host:19530 for a server.
     kb_uri: str | None = None
     kb_collection: str = "wxassist_kb"
@@ -152,6 +158,9 @@ class Settings(BaseSettings):
 
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    def state_location(self) -> str:
+        return self.state_uri or f"sqlite://{self.home_dir() / 'state.db'}"
 
     def kb_location(self) -> str:
         return self.kb_uri or str(self.home_dir() / "kb.db")

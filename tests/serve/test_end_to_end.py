@@ -110,3 +110,14 @@ def test_a_question_the_knowledge_base_cannot_answer_says_so(service):
     content = open_reply(service, send(service, text("火星上有没有门店？", "1003")))["Content"]
     assert content.startswith("抱歉，知识库里没有找到相关内容")
     assert "参考：" not in content  # nothing is cited for an answer we do not have
+
+
+def test_a_redelivered_message_gets_the_stored_reply(service):
+    platform = PlatformSimulator(service.account, SystemClock())
+    callback = platform.callback(text("可以开发票吗", "1004"))
+    url = f"{service.base_url}/wechat/default"
+    first = httpx.post(url, params=callback.query, content=callback.body, timeout=120)
+    again = httpx.post(url, params=callback.query, content=callback.body, timeout=120)
+    assert first.status_code == again.status_code == 200
+    # Byte-identical, random AES prefix and nonce included: served from the ledger, not redone.
+    assert again.content == first.content

@@ -5,6 +5,7 @@ real GenerateServer exactly as the builder injects the transformers one."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -36,11 +37,8 @@ class InProcessHandle:
         class _Method:
             @staticmethod
             def remote(*args, **kwargs):
-                async def call():
-                    await asyncio.sleep(0)
-                    return method(*args, **kwargs)
-
-                return call()
+                # In a thread, as in a replica: a slow call must not block the ingress's loop.
+                return asyncio.to_thread(method, *args, **kwargs)
 
         return _Method()
 
@@ -94,6 +92,34 @@ def post(client, home, xml: str):
     return response, (platform.open_reply(response.content) if response.status_code == 200 else None)
 
 
+class SlowEngine(EchoEngine):
+    def __init__(self, seconds: float, answer: str = "青禾家居支持7天无理由退货。"):
+        super().__init__(answer=answer)
+        self.seconds = seconds
+
+    def complete(self, messages, max_new_tokens):
+        time.sleep(self.seconds)
+        return super().complete(messages, max_new_tokens)
+
+
+def deliver_concurrently(client, home, xml: str, count: int, gap_s: float):
+    """WeChat's redeliveries of one message: the same signed callback, sent again later."""
+    platform = PlatformSimulator(Settings(home=home).account_map()["default"], SystemClock())
+    callback = platform.callback(xml)
+    responses = [None] * count
+
+    def deliver(index: int) -> None:
+        time.sleep(index * gap_s)
+        responses[index] = client.post("/wechat/default", params=callback.query, content=callback.body)
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return responses
+
+
 def text(content: str) -> str:
     return text_message_xml(to_user="gh", from_user="o-user", content=content, msg_id="7", create_time=int(time.time()))
 
@@ -136,3 +162,33 @@ def test_rejections_keep_their_status(home):
     assert client.post("/wechat/default", params={"timestamp": "1", "nonce": "1"}, content=b"<xml/>").status_code == 403
     oversize = client.post("/wechat/default", params={}, content=b"x" * 70_000)
     assert oversize.status_code == 413 and oversize.json()["error"] == "BodyTooLarge"
+
+
+def test_a_retry_attaches_to_the_job_in_flight_and_a_late_one_is_served_again(home):
+    generate = GenerateServer(engine_cls=SlowEngine, engine_kwargs={"seconds": 1.0}, settings_overrides={"home": str(home)})
+    client = make_client(home, generate=generate)
+    xml = text("退货政策是什么")
+    first, retry = deliver_concurrently(client, home, xml, count=2, gap_s=0.3)
+    assert first.status_code == retry.status_code == 200
+    assert first.content == retry.content  # byte-identical: the retry got the stored reply
+    late, = deliver_concurrently(client, home, xml, count=1, gap_s=0)
+    assert late.content == first.content
+    assert len(generate._core._engine.calls) == 1  # one job for three deliveries
+
+
+def test_a_retry_that_outlives_its_window_asks_wechat_to_deliver_again(home):
+    generate = GenerateServer(engine_cls=SlowEngine, engine_kwargs={"seconds": 1.5}, settings_overrides={"home": str(home)})
+    ingress_overrides = {"home": str(home), "retry_wait_s": 0.5}
+    ingress = Ingress(
+        InProcessHandle(DecryptServer({"home": str(home)})),
+        InProcessHandle(IntentServer({"home": str(home)})),
+        InProcessHandle(RetrieveFromList([POLICY])),
+        InProcessHandle(generate),
+        InProcessHandle(EncryptServer({"home": str(home)})),
+        ingress_overrides,
+    )
+    client = TestClient(http_app(ingress))
+    first, retry = deliver_concurrently(client, home, text("退货政策是什么"), count=2, gap_s=0.2)
+    assert first.status_code == 200
+    assert retry.status_code == 503 and retry.json()["error"] == "InProgress"  # not an empty 200
+    assert len(generate._core._engine.calls) == 1

@@ -1,0 +1,67 @@
+"""The claim ledger's rules, on the SQLite store with a clock that only moves when told."""
+
+from __future__ import annotations
+
+import pytest
+
+from functions.common.clock import FixedClock
+from functions.common.ledger import ClaimLedger, ledger_key
+from functions.common.records import Reply
+from functions.common.state import SQLiteStateStore
+
+KEY = ("default", "o-user", "24001")
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(1_000_000)
+
+
+@pytest.fixture
+def ledger(tmp_path, clock) -> ClaimLedger:
+    return ClaimLedger(SQLiteStateStore(tmp_path / "state.db", clock), clock, ttl_s=3600, job_lease_s=60)
+
+
+def test_first_delivery_wins_and_retries_attach(ledger):
+    first = ledger.claim(KEY, "job-1")
+    retry = ledger.claim(KEY, "job-2")
+    assert first.won and not retry.won
+    assert retry.entry.job_id == "job-1" and retry.entry.state == "in_flight"
+
+
+def test_a_finished_job_is_served_again(ledger):
+    ledger.claim(KEY, "job-1")
+    assert ledger.complete(KEY, "job-1", Reply("<xml>answer</xml>"))
+    late = ledger.claim(KEY, "job-3")
+    assert not late.won and late.entry.state == "done" and late.entry.reply() == Reply("<xml>answer</xml>")
+
+
+def test_a_dead_owner_is_taken_over_after_its_lease(ledger, clock):
+    ledger.claim(KEY, "job-1")
+    clock.advance(59)
+    assert not ledger.claim(KEY, "job-2").won
+    clock.advance(2)
+    takeover = ledger.claim(KEY, "job-2")
+    assert takeover.won and takeover.entry.job_id == "job-2"
+    assert not ledger.complete(KEY, "job-1", Reply("late"))  # the dead owner cannot overwrite
+    assert ledger.complete(KEY, "job-2", Reply("fresh"))
+    assert ledger.lookup(KEY).reply_body == "fresh"
+
+
+def test_entries_expire_after_the_ttl(ledger, clock):
+    ledger.claim(KEY, "job-1")
+    ledger.complete(KEY, "job-1", Reply("old"))
+    clock.advance(3601)
+    assert ledger.lookup(KEY) is None
+    assert ledger.claim(KEY, "job-9").won
+
+
+def test_messages_and_users_do_not_collide(ledger):
+    assert ledger.claim(KEY, "a").won
+    assert ledger.claim(("default", "o-user", "24002"), "b").won
+    assert ledger.claim(("default", "o-other", "24001"), "c").won
+    assert ledger.claim(("corp", "o-user", "24001"), "d").won
+
+
+def test_keys_do_not_carry_the_user_id():
+    assert "o-user" not in ledger_key(KEY) and ledger_key(KEY).startswith("wxa:ledger:default:")
