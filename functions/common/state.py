@@ -5,8 +5,8 @@
 * ``redis://host:port/db`` (scale-out): ``SET NX PX`` for claims, a Lua script for
   compare-and-set, server-side expiry.
 
-Values are strings (callers store JSON); every key has a time to live. The claim ledger, the
-access-token cache and the outbox's idempotency keys are built on these five operations.
+Values are strings (callers store JSON); every key has a time to live. The claim ledger and
+the access-token cache are built on the five key operations, the outbox on the queue ones.
 """
 
 from __future__ import annotations
@@ -35,6 +35,22 @@ class StateStore(Protocol):
         ...
 
     def delete(self, key: str) -> None: ...
+
+    # Durable queues (the outbox). An item is due at a time; leasing a due item moves its due
+    # time past the lease, so a worker that dies holding it simply lets it come due again.
+    def enqueue(self, queue: str, item_id: str, payload: str, due_s: float) -> bool:
+        """Add an item unless one with this id is queued; True if added."""
+        ...
+
+    def lease(self, queue: str, now_s: float, lease_s: float, limit: int) -> list[tuple[str, str]]:
+        """Atomically take up to ``limit`` items due by ``now_s``: (item_id, payload) pairs."""
+        ...
+
+    def reschedule(self, queue: str, item_id: str, payload: str, due_s: float) -> None: ...
+
+    def ack(self, queue: str, item_id: str) -> None: ...
+
+    def queue_size(self, queue: str) -> int: ...
 
     def close(self) -> None: ...
 
@@ -65,6 +81,11 @@ class SQLiteStateStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS queue (queue TEXT NOT NULL, item_id TEXT NOT NULL, payload TEXT NOT NULL,"
+            " due_at REAL NOT NULL, PRIMARY KEY (queue, item_id))"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS queue_due ON queue (queue, due_at)")
 
     def get(self, key: str) -> str | None:
         with self._lock:
@@ -102,6 +123,40 @@ class SQLiteStateStore:
         with self._lock:
             self._db.execute("DELETE FROM state WHERE key = ?", (key,))
 
+    def enqueue(self, queue: str, item_id: str, payload: str, due_s: float) -> bool:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO queue (queue, item_id, payload, due_at) VALUES (?, ?, ?, ?)",
+                (queue, item_id, payload, due_s),
+            )
+            return cursor.rowcount == 1
+
+    def lease(self, queue: str, now_s: float, lease_s: float, limit: int) -> list[tuple[str, str]]:
+        with self._lock, self._immediate():
+            rows = self._db.execute(
+                "SELECT item_id, payload FROM queue WHERE queue = ? AND due_at <= ? ORDER BY due_at LIMIT ?",
+                (queue, now_s, limit),
+            ).fetchall()
+            self._db.executemany(
+                "UPDATE queue SET due_at = ? WHERE queue = ? AND item_id = ?",
+                [(now_s + lease_s, queue, item_id) for item_id, _ in rows],
+            )
+        return [(item_id, payload) for item_id, payload in rows]
+
+    def reschedule(self, queue: str, item_id: str, payload: str, due_s: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE queue SET payload = ?, due_at = ? WHERE queue = ? AND item_id = ?", (payload, due_s, queue, item_id)
+            )
+
+    def ack(self, queue: str, item_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM queue WHERE queue = ? AND item_id = ?", (queue, item_id))
+
+    def queue_size(self, queue: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM queue WHERE queue = ?", (queue,)).fetchone()[0]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -132,12 +187,34 @@ return 0
 """
 
 
+# A queue is a sorted set of item ids by due time plus a hash of payloads.
+_ENQUEUE = """
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+_LEASE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local taken = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ARGV[2], id)
+  table.insert(taken, id)
+  table.insert(taken, redis.call('HGET', KEYS[2], id))
+end
+return taken
+"""
+
+
 class RedisStateStore:
     def __init__(self, uri: str):
         import redis
 
         self._redis = redis.Redis.from_url(uri, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
         self._compare_and_set = self._redis.register_script(_COMPARE_AND_SET)
+        self._enqueue = self._redis.register_script(_ENQUEUE)
+        self._lease = self._redis.register_script(_LEASE)
 
     def get(self, key: str) -> str | None:
         return self._redis.get(key)
@@ -154,8 +231,37 @@ class RedisStateStore:
     def delete(self, key: str) -> None:
         self._redis.delete(key)
 
+    def enqueue(self, queue: str, item_id: str, payload: str, due_s: float) -> bool:
+        return bool(self._enqueue(keys=_queue_keys(queue), args=[item_id, payload, repr(due_s)]))
+
+    def lease(self, queue: str, now_s: float, lease_s: float, limit: int) -> list[tuple[str, str]]:
+        flat = self._lease(keys=_queue_keys(queue), args=[repr(now_s), repr(now_s + lease_s), limit])
+        return list(zip(flat[0::2], flat[1::2]))
+
+    def reschedule(self, queue: str, item_id: str, payload: str, due_s: float) -> None:
+        due_key, items_key = _queue_keys(queue)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(items_key, item_id, payload)
+            pipe.zadd(due_key, {item_id: due_s})
+            pipe.execute()
+
+    def ack(self, queue: str, item_id: str) -> None:
+        due_key, items_key = _queue_keys(queue)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(due_key, item_id)
+            pipe.hdel(items_key, item_id)
+            pipe.execute()
+
+    def queue_size(self, queue: str) -> int:
+        return int(self._redis.zcard(_queue_keys(queue)[0]))
+
     def close(self) -> None:
         self._redis.close()
+
+
+def _queue_keys(queue: str) -> list[str]:
+    # One hash tag, so both keys land on the same Redis Cluster slot for the scripts.
+    return [f"{{{queue}}}:due", f"{{{queue}}}:items"]
 
 
 def _ms(ttl_s: float) -> int:

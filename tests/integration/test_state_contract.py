@@ -118,3 +118,50 @@ def test_bad_uris_are_configuration_errors():
         open_state_store("sqlite://relative/state.db")
     with pytest.raises(ConfigurationError, match="sqlite"):
         open_state_store("memcached://host")
+
+
+def test_queue_enqueue_is_idempotent_and_lease_hides_items(store):
+    queue = key()
+    assert store.enqueue(queue, "a", "payload-a", due_s=100.0)
+    assert not store.enqueue(queue, "a", "other", due_s=50.0)  # same id: not queued twice
+    assert store.enqueue(queue, "b", "payload-b", due_s=200.0)
+    assert store.queue_size(queue) == 2
+    assert store.lease(queue, now_s=99.0, lease_s=30, limit=10) == []  # nothing due yet
+    assert store.lease(queue, now_s=150.0, lease_s=30, limit=10) == [("a", "payload-a")]
+    assert store.lease(queue, now_s=160.0, lease_s=30, limit=10) == []  # leased until 180
+    assert store.lease(queue, now_s=181.0, lease_s=30, limit=10) == [("a", "payload-a")]  # lease lapsed
+    assert store.lease(queue, now_s=250.0, lease_s=30, limit=1) == [("b", "payload-b")]  # earliest due first
+
+
+def test_queue_reschedule_and_ack(store):
+    queue = key()
+    store.enqueue(queue, "a", "v1", due_s=0.0)
+    store.lease(queue, now_s=1.0, lease_s=30, limit=10)
+    store.reschedule(queue, "a", "v2", due_s=5.0)
+    assert store.lease(queue, now_s=5.0, lease_s=30, limit=10) == [("a", "v2")]
+    store.ack(queue, "a")
+    assert store.queue_size(queue) == 0
+    assert store.lease(queue, now_s=10_000.0, lease_s=30, limit=10) == []
+    assert store.enqueue(queue, "a", "v3", due_s=0.0)  # an acked id may be queued again
+
+
+def test_racing_workers_never_lease_the_same_item(store):
+    queue = key()
+    for index in range(40):
+        store.enqueue(queue, f"item-{index}", "p", due_s=0.0)
+    barrier = threading.Barrier(8)
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        barrier.wait()
+        while batch := store.lease(queue, now_s=1.0, lease_s=60, limit=3):
+            with lock:
+                taken.extend(item_id for item_id, _ in batch)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(taken) == sorted(f"item-{index}" for index in range(40))  # each exactly once
