@@ -48,6 +48,7 @@ class AccountConfig(BaseModel):
     aes_key: SecretStr | None = None  # 43-char EncodingAESKey; None means plain mode only
     appid: str  # WeCom: the corp id
     secret: SecretStr | None = None
+    agent_id: int | None = None  # WeCom: the self-built app's AgentId, needed to push
 
     @field_validator("aes_key")
     @classmethod
@@ -86,6 +87,7 @@ class Settings(BaseSettings):
     wechat_aes_key: SecretStr | None = None
     wechat_appid: str | None = None
     wechat_secret: SecretStr | None = None
+    wechat_agent_id: int | None = None
     wechat_api_base: str = "https://api.weixin.qq.com"
     accounts: list[AccountConfig] = []
 
@@ -191,6 +193,7 @@ class Settings(BaseSettings):
                 aes_key=self.wechat_aes_key,
                 appid=self.wechat_appid,
                 secret=self.wechat_secret,
+                agent_id=self.wechat_agent_id,
             )
         dev = read_dev_credentials(self.home_dir())
         return None if dev is None else AccountConfig(name=DEFAULT_ACCOUNT, **dev)

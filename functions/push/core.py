@@ -1,0 +1,111 @@
+"""Pure core of the push function: drain the outbox through a customer-service sender.
+
+Outcomes of one send, and what the worker does with them:
+
+* sent: the item leaves the outbox;
+* ``SendRejected`` with a code that will not change by waiting (45015 outside the 48-hour
+  window, 45047 over quota, 43004 unsubscribed, 40003 bad openid): dead letter, with reason;
+* any other rejection (45009 rate limited, …) or ``SendFailed`` (never reached the platform):
+  retried with backoff;
+* ``SendAmbiguous`` (the platform may have delivered it): never resent.
+
+Idempotency: before sending, the worker claims the item's attempt marker in the state store.
+A worker that died between sending and acknowledging leaves the marker behind; whoever leases
+the item next finds it and does not send again. At most once, never twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from functions.common.outbox import Outbox, OutboxItem
+from functions.common.state import StateStore
+
+ATTEMPT_KEY_PREFIX = "wxa:push:attempt:"
+UNDELIVERABLE_CODES = {
+    40003: "invalid openid",
+    43004: "the user has unsubscribed",
+    43019: "the user has blocked the account",
+    45015: "outside the 48-hour customer-service window",
+    45047: "over the customer-service message quota",
+}
+
+
+class SendRejected(Exception):
+    """The platform answered with an error code."""
+
+    def __init__(self, errcode: int | None, errmsg: str):
+        super().__init__(f"{errcode} {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+
+class SendFailed(Exception):
+    """The request never reached the platform, or was refused before it acted: safe to retry."""
+
+
+class SendAmbiguous(Exception):
+    """The platform may or may not have delivered the message."""
+
+
+class CustomerServiceSender(Protocol):
+    def send_text(self, account: str, to_user: str, text: str) -> None: ...
+
+
+@dataclass
+class PushStats:
+    sent: int = 0
+    retried: int = 0
+    undeliverable: int = 0
+    not_resent: int = 0  # found an earlier attempt's marker: possibly sent already
+
+    def total(self) -> int:
+        return self.sent + self.retried + self.undeliverable + self.not_resent
+
+
+class PushWorker:
+    def __init__(self, outbox: Outbox, sender: CustomerServiceSender, store: StateStore, *, batch_size: int = 16,
+                 attempt_ttl_s: float = 86400.0):
+        self._outbox = outbox
+        self._sender = sender
+        self._store = store
+        self._batch_size = batch_size
+        self._attempt_ttl_s = attempt_ttl_s
+
+    def run_once(self) -> PushStats:
+        stats = PushStats()
+        for item in self._outbox.take(self._batch_size):
+            self._push(item, stats)
+        return stats
+
+    def _push(self, item: OutboxItem, stats: PushStats) -> None:
+        marker = ATTEMPT_KEY_PREFIX + item.item_id
+        if not self._store.set_if_absent(marker, "sending", self._attempt_ttl_s):
+            self._outbox.undeliverable(item, "an earlier attempt may have delivered it; not sent again")
+            stats.not_resent += 1
+            return
+        try:
+            self._sender.send_text(item.account, item.to_user, item.text)
+        except SendRejected as exc:
+            self._store.delete(marker)  # the platform refused it: nothing was delivered
+            reason = UNDELIVERABLE_CODES.get(exc.errcode or 0)
+            if reason is not None:
+                self._outbox.undeliverable(item, f"{exc.errcode} {reason}")
+                stats.undeliverable += 1
+            elif self._outbox.failed(item, str(exc)):
+                stats.retried += 1
+            else:
+                stats.undeliverable += 1
+        except SendFailed as exc:
+            self._store.delete(marker)
+            if self._outbox.failed(item, str(exc)):
+                stats.retried += 1
+            else:
+                stats.undeliverable += 1
+        except SendAmbiguous as exc:
+            self._outbox.undeliverable(item, f"not resent: {exc}")
+            stats.not_resent += 1
+        else:
+            self._outbox.sent(item)
+            stats.sent += 1

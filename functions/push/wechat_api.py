@@ -1,0 +1,110 @@
+"""Customer-service sends through wechatpy's clients, pointed at ``WXA_WECHAT_API_BASE``
+(the real platform, or the emulator). The access token lives in the shared state store, so
+every replica uses one token and a refresh by one serves all; wechatpy itself refetches it on
+40001/42001 and retries once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from wechatpy.client import WeChatClient as OfficialAccountClient
+from wechatpy.enterprise.client import WeChatClient as WeComClient
+from wechatpy.exceptions import WeChatClientException
+from wechatpy.session import SessionStorage
+
+from functions.common.errors import ConfigurationError
+from functions.common.settings import AccountConfig
+from functions.common.state import StateStore
+from functions.push.core import SendAmbiguous, SendFailed, SendRejected
+
+TOKEN_KEY_PREFIX = "wxa:token:"
+REQUEST_TIMEOUT_S = 10
+
+
+class StateStoreSession(SessionStorage):
+    """wechatpy's session storage over our state store: tokens shared across replicas."""
+
+    def __init__(self, store: StateStore):
+        self._store = store
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self._store.get(TOKEN_KEY_PREFIX + key)
+        return default if raw is None else json.loads(raw)
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        # Refresh a minute early, so no replica sends with a token about to lapse.
+        self._store.set(TOKEN_KEY_PREFIX + key, json.dumps(value), max((ttl or 7200) - 60, 1))
+
+    def delete(self, key: str) -> None:
+        self._store.delete(TOKEN_KEY_PREFIX + key)
+
+
+def _official_account_client(api_base: str) -> type:
+    class Client(OfficialAccountClient):
+        API_BASE_URL = f"{api_base}/cgi-bin/"
+
+        def fetch_access_token(self) -> dict:  # wechatpy hard-codes the host here
+            return self._fetch_access_token(
+                url=f"{api_base}/cgi-bin/token",
+                params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret},
+            )
+
+    return Client
+
+
+def _wecom_client(api_base: str) -> type:
+    class Client(WeComClient):
+        API_BASE_URL = f"{api_base}/cgi-bin/"
+
+        def fetch_access_token(self) -> dict:
+            return self._fetch_access_token(
+                url=f"{api_base}/cgi-bin/gettoken", params={"corpid": self.corp_id, "corpsecret": self.secret}
+            )
+
+    return Client
+
+
+class WeChatSender:
+    def __init__(self, accounts: Mapping[str, AccountConfig], store: StateStore, api_base: str):
+        self._accounts = dict(accounts)
+        self._session = StateStoreSession(store)
+        self._api_base = api_base.rstrip("/")
+        self._clients: dict[str, Any] = {}
+
+    def send_text(self, account: str, to_user: str, text: str) -> None:
+        config = self._accounts.get(account)
+        if config is None:
+            raise SendRejected(None, f"no account named {account!r}")
+        client = self._client(config)
+        try:
+            if config.kind == "wecom":
+                client.message.send_text(config.agent_id, to_user, text)
+            else:
+                client.message.send_text(to_user, text)
+        except WeChatClientException as exc:
+            if exc.errcode is None:  # an HTTP error status: the request was answered, not sent
+                raise SendFailed(f"HTTP error from the platform: {exc.response.status_code if exc.response is not None else '?'}") from None
+            raise SendRejected(int(exc.errcode), str(exc.errmsg)) from None
+        except requests.ConnectionError as exc:  # ConnectTimeout included: nothing was sent
+            raise SendFailed(f"cannot reach the platform: {type(exc).__name__}") from None
+        except requests.Timeout:  # the request went out; the message may have been delivered
+            raise SendAmbiguous("the platform did not answer in time") from None
+
+    def _client(self, config: AccountConfig) -> Any:
+        client = self._clients.get(config.name)
+        if client is None:
+            if config.secret is None:
+                raise ConfigurationError(f"account {config.name!r} needs its AppSecret (WXA_WECHAT_SECRET) to push")
+            secret = config.secret.get_secret_value()
+            if config.kind == "wecom":
+                if config.agent_id is None:
+                    raise ConfigurationError(f"WeCom account {config.name!r} needs its agent id to push")
+                client = _wecom_client(self._api_base)(config.appid, secret, session=self._session, timeout=REQUEST_TIMEOUT_S)
+            else:
+                client = _official_account_client(self._api_base)(config.appid, secret, session=self._session, timeout=REQUEST_TIMEOUT_S)
+            self._clients[config.name] = client
+        return client
