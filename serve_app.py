@@ -15,7 +15,6 @@ import secrets
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +25,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from functions.common.clock import Clock, SystemClock
 from functions.common.errors import WxAssistError
-from functions.common.ledger import Claim, ClaimLedger, LedgerEntry
+from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy
+from functions.common.ledger import ClaimLedger
+from functions.common.outbox import Outbox
 from functions.common.records import InboundMessage, Rejection, Reply, Route
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
@@ -36,7 +37,6 @@ REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
 APP_NAME = "wxassist"
 NO_PASSIVE_REPLY = "success"
-RETRY_POLL_S = 0.1
 
 # ---- the ingress -----------------------------------------------------------------------
 
@@ -58,10 +58,15 @@ class Ingress:
         settings = load_settings(**(settings_overrides or {}))
         configure_logging(settings.log_level)
         clock = clock or SystemClock()
-        self._ledger = ClaimLedger(
-            open_state_store(settings.state_location(), clock), clock, ttl_s=settings.ledger_ttl_s, job_lease_s=settings.job_lease_s
+        store = open_state_store(settings.state_location(), clock)
+        self._delivery = DeliveryCoordinator(
+            ClaimLedger(store, clock, ttl_s=settings.ledger_ttl_s, job_lease_s=settings.job_lease_s),
+            Outbox(store, clock),
+            DeliveryPolicy(window_s=settings.delivery_window_s, tokens_per_s=settings.generate_tokens_per_s),
+            clock,
+            self._answer_job,
+            max_new_tokens=settings.max_new_tokens,
         )
-        self._retry_wait_s = settings.retry_wait_s
         self._decrypt = decrypt
         self._intent = intent
         self._retrieve = retrieve
@@ -108,52 +113,41 @@ class Ingress:
             return _unavailable("open_callback", exc)
         if isinstance(opened, Rejection):
             return _rejected(account, opened)
-        job_id = uuid.uuid4().hex
-        claim = await self._claim(opened, job_id)
-        if not claim.won:  # another delivery of this message owns the job
-            return await self._attach(opened, claim.entry, started_s)
-        reply, details = await self._answer(opened)
-        await self._complete(opened, job_id, reply)
+        outcome = await self._delivery.deliver(opened)
         log_event(
-            "answered",
+            "delivered",
             account=account,
             user=hashed_user(opened.from_user),
             msg_id=opened.msg_id,
-            msg_type=opened.msg_type,
+            outcome=outcome.kind,
+            delivery=outcome.deliveries,
+            elapsed_ms=round((time.monotonic() - started_s) * 1000),
+        )
+        if outcome.kind == "passive" and outcome.reply is not None:
+            return Response(outcome.reply.body, media_type=outcome.reply.content_type)
+        if outcome.kind == "success":
+            return Response(NO_PASSIVE_REPLY, media_type="text/plain")
+        # Still being answered: not an empty 200, which would tell WeChat to stop delivering.
+        return JSONResponse({"error": "InProgress", "reason": "the answer is still being prepared"}, status_code=503)
+
+    async def _answer_job(self, message: InboundMessage, max_new_tokens: int) -> Reply:
+        """One message's job, run once however many deliveries it gets."""
+        started_s = time.monotonic()
+        reply, details = await self._answer(message, max_new_tokens)
+        log_event(
+            "answered",
+            account=message.account,
+            user=hashed_user(message.from_user),
+            msg_id=message.msg_id,
+            msg_type=message.msg_type,
             parts=len(reply.parts),
+            budget=max_new_tokens,
             elapsed_ms=round((time.monotonic() - started_s) * 1000),
             **details,
         )
-        return Response(reply.body, media_type=reply.content_type)
+        return reply
 
-    async def _claim(self, message: InboundMessage, job_id: str) -> Claim:
-        try:
-            return await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id)
-        except Exception as exc:  # the store is down: answering, perhaps twice, beats losing
-            _log_failure("ledger claim", exc)
-            return Claim(True, LedgerEntry(job_id, "in_flight", 0.0))
-
-    async def _complete(self, message: InboundMessage, job_id: str, reply: Reply) -> None:
-        try:
-            await asyncio.to_thread(self._ledger.complete, message.dedupe_key, job_id, reply)
-        except Exception as exc:
-            _log_failure("ledger complete", exc)
-
-    async def _attach(self, message: InboundMessage, entry: LedgerEntry, started_s: float) -> Response:
-        """A retry: serve the finished job's reply, or wait for the job in flight while this
-        delivery's window lasts. Past it, a 503 makes WeChat deliver again (an empty 200 would
-        tell it to stop)."""
-        fields = {"account": message.account, "user": hashed_user(message.from_user), "msg_id": message.msg_id}
-        while entry.state != "done" and time.monotonic() - started_s < self._retry_wait_s:
-            await asyncio.sleep(RETRY_POLL_S)
-            entry = await asyncio.to_thread(self._ledger.lookup, message.dedupe_key) or entry
-        if entry.state == "done":
-            log_event("retry_served", **fields)
-            return Response(entry.reply_body, media_type=entry.content_type)
-        log_event("retry_pending", **fields)
-        return JSONResponse({"error": "InProgress", "reason": "the answer is still being prepared"}, status_code=503)
-
-    async def _answer(self, message: InboundMessage) -> tuple[Reply, dict[str, Any]]:
+    async def _answer(self, message: InboundMessage, max_new_tokens: int) -> tuple[Reply, dict[str, Any]]:
         """The reply, and what the log line should say about how it was made."""
         details: dict[str, Any] = {"route": "error"}
         try:
@@ -172,7 +166,7 @@ class Ingress:
                 details["passages"] = len(passages)
                 if not passages:  # nothing to ground an answer in: say so, spend no GPU time
                     return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
-            answer = await self._generate.answer.remote(question, passages)
+            answer = await self._generate.answer.remote(question, passages, max_new_tokens)
             details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
                            truncated=answer.truncated)
             if not answer.text:

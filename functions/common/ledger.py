@@ -26,10 +26,15 @@ KEY_PREFIX = "wxa:ledger:"
 @dataclass(frozen=True)
 class LedgerEntry:
     job_id: str
-    state: Literal["in_flight", "done"]
+    # in_flight: being answered; done: the passive reply is stored; pushed: the answer went
+    # to the outbox because the last delivery could not wait for it.
+    state: Literal["in_flight", "done", "pushed"]
     lease_until_s: float
     reply_body: str = ""
     content_type: str = "application/xml"
+    first_seen_s: float = 0.0  # when the first delivery arrived: WeChat's clock for this message
+    deliveries: int = 1
+    handoff: bool = False  # the last delivery answered "success": the job must push its answer
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -62,33 +67,64 @@ class ClaimLedger:
         self._job_lease_s = job_lease_s
 
     def claim(self, dedupe_key: tuple[str, str, str], job_id: str) -> Claim:
+        """Claim the message for a new job, or count this delivery against the existing one."""
         key = ledger_key(dedupe_key)
-        mine = LedgerEntry(job_id, "in_flight", self._clock.now_s() + self._job_lease_s)
-        for _ in range(3):  # the entry can expire between our two reads; try again then
+        now_s = self._clock.now_s()
+        mine = LedgerEntry(job_id, "in_flight", now_s + self._job_lease_s, first_seen_s=now_s)
+        for _ in range(5):  # lost races (expiry, a concurrent update) are retried
             if self._store.set_if_absent(key, mine.to_json(), self._ttl_s):
                 return Claim(True, mine)
             raw = self._store.get(key)
             if raw is None:
                 continue
             current = LedgerEntry.from_json(raw)
-            lapsed = current.state == "in_flight" and current.lease_until_s < self._clock.now_s()
-            if lapsed and self._store.compare_and_set(key, raw, mine.to_json(), self._ttl_s):
-                return Claim(True, mine)  # its owner died: the job is ours now
-            return Claim(False, current)
-        return Claim(True, mine)  # the store keeps dropping the key: answering beats losing
+            counted = replace(current, deliveries=current.deliveries + 1)
+            if current.state == "in_flight" and current.lease_until_s < now_s:
+                counted = replace(counted, job_id=job_id, lease_until_s=now_s + self._job_lease_s)
+                if self._store.compare_and_set(key, raw, counted.to_json(), self._ttl_s):
+                    return Claim(True, counted)  # its owner died: the job is ours now
+                continue
+            if self._store.compare_and_set(key, raw, counted.to_json(), self._ttl_s):
+                return Claim(False, counted)
+        return Claim(True, mine)  # the store keeps changing under us: answering beats losing
 
-    def complete(self, dedupe_key: tuple[str, str, str], job_id: str, reply: Reply) -> bool:
-        """Store the reply for retries. False if the job was taken over meanwhile."""
+    def hand_off(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
+        """Flag the job in flight to push its answer. Returns the entry after the attempt:
+        flagged, or already finished (then the caller serves its reply instead)."""
         key = ledger_key(dedupe_key)
-        raw = self._store.get(key)
-        if raw is None:
-            done = LedgerEntry(job_id, "done", 0.0, reply.body, reply.content_type)
-            return self._store.set_if_absent(key, done.to_json(), self._ttl_s)
-        current = LedgerEntry.from_json(raw)
-        if current.job_id != job_id:
-            return False
-        done = replace(current, state="done", reply_body=reply.body, content_type=reply.content_type)
-        return self._store.compare_and_set(key, raw, done.to_json(), self._ttl_s)
+        for _ in range(5):
+            raw = self._store.get(key)
+            if raw is None:
+                return None
+            current = LedgerEntry.from_json(raw)
+            if current.state != "in_flight" or current.handoff:
+                return current
+            flagged = replace(current, handoff=True)
+            if self._store.compare_and_set(key, raw, flagged.to_json(), self._ttl_s):
+                return flagged
+        return self.lookup(dedupe_key)
+
+    def complete(self, dedupe_key: tuple[str, str, str], job_id: str, reply: Reply) -> LedgerEntry | None:
+        """Record the finished job. The result says what to do with the answer: ``done`` means
+        deliveries will serve it passively; ``pushed`` means the last delivery has gone and
+        the caller must push it. None: the job was taken over meanwhile, drop it."""
+        key = ledger_key(dedupe_key)
+        for _ in range(5):
+            raw = self._store.get(key)
+            if raw is None:  # expired under a very slow job: its deliveries are long gone
+                pushed = LedgerEntry(job_id, "pushed", 0.0, handoff=True)
+                return pushed if self._store.set_if_absent(key, pushed.to_json(), self._ttl_s) else None
+            current = LedgerEntry.from_json(raw)
+            if current.job_id != job_id or current.state != "in_flight":
+                return None
+            finished = (
+                replace(current, state="pushed")
+                if current.handoff
+                else replace(current, state="done", reply_body=reply.body, content_type=reply.content_type)
+            )
+            if self._store.compare_and_set(key, raw, finished.to_json(), self._ttl_s):
+                return finished
+        return None
 
     def lookup(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
         raw = self._store.get(ledger_key(dedupe_key))

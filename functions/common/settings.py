@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     state_uri: str | None = None
     ledger_ttl_s: float = 3600.0  # how long a message's reply is kept for late retries
     job_lease_s: float = 60.0  # a job still running after this is presumed dead and taken over
-    retry_wait_s: float = 4.5  # how long a retry waits for the job in flight (WeChat waits 5 s)
+    delivery_window_s: float = 4.5  # how long one delivery waits for the answer (WeChat: 5 s)
+    generate_tokens_per_s: float = 12.0  # for the token budget left before the last window
 
     # Knowledge base: a Milvus Lite directory by default, or http://host:19530 for a server.
     kb_uri: str | None = None

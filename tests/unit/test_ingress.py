@@ -12,8 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from functions.common.clock import SystemClock
+from functions.common.outbox import PENDING_QUEUE, OutboxItem
 from functions.common.platform import PlatformSimulator, event_message_xml, reply_text, text_message_xml
 from functions.common.settings import Settings, ensure_dev_credentials
+from functions.common.state import SQLiteStateStore
 from functions.decrypt.deployment import DecryptServer
 from functions.encrypt.deployment import EncryptServer
 from functions.generate.deployment import GenerateServer
@@ -64,6 +66,24 @@ class Broken:
         raise RuntimeError("replica died")
 
 
+_open_clients: list[TestClient] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients():
+    yield
+    while _open_clients:
+        _open_clients.pop().__exit__(None, None, None)
+
+
+def serving(app) -> TestClient:
+    """One event loop for the client's life, as in a replica: jobs outlive their request."""
+    client = TestClient(app)
+    client.__enter__()
+    _open_clients.append(client)
+    return client
+
+
 @pytest.fixture
 def home(tmp_path):
     ensure_dev_credentials(tmp_path)
@@ -82,7 +102,7 @@ def make_client(home, *, engine_answer="青禾家居支持7天无理由退货。
         overrides,
     )
     asyncio.run(ingress.warm_up())  # what Serve does before routing traffic to the ingress
-    return TestClient(http_app(ingress))
+    return serving(http_app(ingress))
 
 
 def post(client, home, xml: str):
@@ -176,19 +196,44 @@ def test_a_retry_attaches_to_the_job_in_flight_and_a_late_one_is_served_again(ho
     assert len(generate._core._engine.calls) == 1  # one job for three deliveries
 
 
-def test_a_retry_that_outlives_its_window_asks_wechat_to_deliver_again(home):
-    generate = GenerateServer(engine_cls=SlowEngine, engine_kwargs={"seconds": 1.5}, settings_overrides={"home": str(home)})
-    ingress_overrides = {"home": str(home), "retry_wait_s": 0.5}
+def slow_client(home, *, job_s: float, window_s: float):
+    generate = GenerateServer(engine_cls=SlowEngine, engine_kwargs={"seconds": job_s}, settings_overrides={"home": str(home)})
+    overrides = {"home": str(home), "delivery_window_s": window_s}
     ingress = Ingress(
-        InProcessHandle(DecryptServer({"home": str(home)})),
-        InProcessHandle(IntentServer({"home": str(home)})),
+        InProcessHandle(DecryptServer(overrides)),
+        InProcessHandle(IntentServer(overrides)),
         InProcessHandle(RetrieveFromList([POLICY])),
         InProcessHandle(generate),
-        InProcessHandle(EncryptServer({"home": str(home)})),
-        ingress_overrides,
+        InProcessHandle(EncryptServer(overrides)),
+        overrides,
     )
-    client = TestClient(http_app(ingress))
-    first, retry = deliver_concurrently(client, home, text("退货政策是什么"), count=2, gap_s=0.2)
-    assert first.status_code == 200
-    assert retry.status_code == 503 and retry.json()["error"] == "InProgress"  # not an empty 200
+    return serving(http_app(ingress)), generate, ingress
+
+
+def test_deliveries_that_outlive_their_window_ask_wechat_to_deliver_again(home):
+    client, generate, _ = slow_client(home, job_s=1.5, window_s=0.5)
+    xml = text("退货政策是什么")
+    first, second = deliver_concurrently(client, home, xml, count=2, gap_s=0.2)
+    assert first.status_code == second.status_code == 503  # not an empty 200: that stops WeChat
+    assert first.json()["error"] == "InProgress"
+    time.sleep(1.2)  # the job finishes; WeChat's next delivery gets the answer passively
+    third, = deliver_concurrently(client, home, xml, count=1, gap_s=0)
+    assert third.status_code == 200 and "7天无理由退货" in reply_text(open_with(home, third))
     assert len(generate._core._engine.calls) == 1
+
+
+def test_the_last_delivery_hands_the_answer_to_the_outbox(home):
+    client, generate, ingress = slow_client(home, job_s=2.0, window_s=0.3)
+    responses = deliver_concurrently(client, home, text("退货政策是什么"), count=3, gap_s=0.4)
+    assert [r.status_code for r in responses] == [503, 503, 200]
+    assert responses[2].text == "success"  # the third and last: no more deliveries will come
+    time.sleep(2.0)  # the job finishes in the ingress's loop and pushes instead of serving
+    store = SQLiteStateStore(home.resolve() / "state.db")
+    (item_id, payload), = store.lease(PENDING_QUEUE, now_s=time.time() + 1, lease_s=30, limit=10)
+    pushed = OutboxItem.from_json(payload)
+    assert pushed.to_user == "o-user" and pushed.text.startswith("青禾家居支持7天无理由退货")
+    assert len(generate._core._engine.calls) == 1
+
+
+def open_with(home, response):
+    return PlatformSimulator(Settings(home=home).account_map()["default"], SystemClock()).open_reply(response.content)

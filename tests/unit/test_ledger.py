@@ -31,7 +31,7 @@ def test_first_delivery_wins_and_retries_attach(ledger):
 
 def test_a_finished_job_is_served_again(ledger):
     ledger.claim(KEY, "job-1")
-    assert ledger.complete(KEY, "job-1", Reply("<xml>answer</xml>"))
+    assert ledger.complete(KEY, "job-1", Reply("<xml>answer</xml>")).state == "done"
     late = ledger.claim(KEY, "job-3")
     assert not late.won and late.entry.state == "done" and late.entry.reply() == Reply("<xml>answer</xml>")
 
@@ -43,8 +43,8 @@ def test_a_dead_owner_is_taken_over_after_its_lease(ledger, clock):
     clock.advance(2)
     takeover = ledger.claim(KEY, "job-2")
     assert takeover.won and takeover.entry.job_id == "job-2"
-    assert not ledger.complete(KEY, "job-1", Reply("late"))  # the dead owner cannot overwrite
-    assert ledger.complete(KEY, "job-2", Reply("fresh"))
+    assert ledger.complete(KEY, "job-1", Reply("late")) is None  # the dead owner cannot overwrite
+    assert ledger.complete(KEY, "job-2", Reply("fresh")).state == "done"
     assert ledger.lookup(KEY).reply_body == "fresh"
 
 
@@ -65,3 +65,28 @@ def test_messages_and_users_do_not_collide(ledger):
 
 def test_keys_do_not_carry_the_user_id():
     assert "o-user" not in ledger_key(KEY) and ledger_key(KEY).startswith("wxa:ledger:default:")
+
+
+def test_deliveries_are_counted_from_the_first_arrival(ledger, clock):
+    first = ledger.claim(KEY, "job-1")
+    clock.advance(5)
+    second = ledger.claim(KEY, "job-2")
+    clock.advance(5)
+    third = ledger.claim(KEY, "job-3")
+    assert (first.entry.deliveries, second.entry.deliveries, third.entry.deliveries) == (1, 2, 3)
+    assert third.entry.first_seen_s == first.entry.first_seen_s == 1_000_000
+
+
+def test_a_handed_off_job_is_pushed_not_served(ledger):
+    ledger.claim(KEY, "job-1")
+    assert ledger.hand_off(KEY).handoff
+    finished = ledger.complete(KEY, "job-1", Reply("<xml>answer</xml>"))
+    assert finished.state == "pushed" and finished.reply_body == ""
+    assert not ledger.claim(KEY, "job-2").won  # a late retry finds it pushed, not redone
+
+
+def test_hand_off_loses_to_a_job_that_already_finished(ledger):
+    ledger.claim(KEY, "job-1")
+    ledger.complete(KEY, "job-1", Reply("<xml>answer</xml>"))
+    entry = ledger.hand_off(KEY)
+    assert entry.state == "done" and not entry.handoff  # serve the passive reply instead

@@ -1,0 +1,144 @@
+"""WeChat's delivery clock, as decisions. Pure: the ingress asks, the clock is passed in.
+
+WeChat waits about 5 s for each delivery and tries three times, about 5 s apart, so a
+message's passive reply can arrive until about 15 s after the first delivery. Every delivery
+waits for the answer inside its own window. When the last one cannot wait any longer, it
+answers ``success`` (no passive reply, and no further deliveries) and the answer is pushed
+through the customer-service API instead. The generation budget is what fits before the
+last window closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from functions.common.clock import Clock
+from functions.common.ledger import ClaimLedger, LedgerEntry
+from functions.common.outbox import Outbox, OutboxItem
+from functions.common.records import InboundMessage, Reply
+
+logger = logging.getLogger("wxassist.delivery")
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    window_s: float = 4.5  # how long one delivery waits; WeChat gives up at 5 s
+    deliveries: int = 3
+    redelivery_interval_s: float = 5.0
+    tokens_per_s: float = 12.0  # generate's measured speed (2-core CPU demo: ≈12)
+    min_new_tokens: int = 16
+    overhead_s: float = 1.0  # prompt, retrieval and the hops around generation
+
+    def is_last_delivery(self, deliveries_seen: int, first_seen_s: float, now_s: float) -> bool:
+        """The last delivery, counted, or by the clock when earlier deliveries never reached us."""
+        last_arrival_s = (self.deliveries - 1) * self.redelivery_interval_s
+        return deliveries_seen >= self.deliveries or now_s - first_seen_s >= last_arrival_s - 0.5
+
+    def passive_deadline_s(self, first_seen_s: float) -> float:
+        return first_seen_s + (self.deliveries - 1) * self.redelivery_interval_s + self.window_s
+
+    def token_budget(self, first_seen_s: float, now_s: float, max_new_tokens: int) -> int:
+        """Tokens that still fit before the last passive window closes, within [min, max]."""
+        left_s = self.passive_deadline_s(first_seen_s) - now_s - self.overhead_s
+        return max(self.min_new_tokens, min(max_new_tokens, int(left_s * self.tokens_per_s)))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one delivery answers: the passive reply, ``success`` (the answer will be pushed,
+    or there is nothing to say), or "not yet" (a 503, so WeChat delivers again)."""
+
+    kind: Literal["passive", "success", "not_yet"]
+    reply: Reply | None = None
+    deliveries: int = 1
+
+
+Answerer = Callable[[InboundMessage, int], Awaitable[Reply]]
+
+
+class DeliveryCoordinator:
+    """Turns WeChat's deliveries of one message into exactly one answer.
+
+    The first delivery claims the message and starts its job in the background; every
+    delivery (that one included) then waits for the answer inside its own window. A finished
+    job's first reply part goes back passively and the rest to the outbox; if the last
+    delivery cannot wait, it hands the job off and the whole answer is pushed. The ledger's
+    compare-and-set decides between the two, so an answer is never both served and pushed.
+    """
+
+    def __init__(
+        self,
+        ledger: ClaimLedger,
+        outbox: Outbox,
+        policy: DeliveryPolicy,
+        clock: Clock,
+        answer: Answerer,
+        *,
+        max_new_tokens: int,
+        poll_s: float = 0.1,
+    ):
+        self._ledger = ledger
+        self._outbox = outbox
+        self._policy = policy
+        self._clock = clock
+        self._answer = answer
+        self._max_new_tokens = max_new_tokens
+        self._poll_s = poll_s
+        self._jobs: set[asyncio.Task] = set()
+
+    async def deliver(self, message: InboundMessage) -> Outcome:
+        window_end = time.monotonic() + self._policy.window_s
+        job_id = uuid.uuid4().hex
+        try:
+            claim = await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id)
+        except Exception:  # no shared state: answer directly; a duplicate beats a loss
+            logger.exception("ledger unavailable; answering without deduplication")
+            return Outcome("passive", await self._answer(message, self._max_new_tokens))
+        entry = claim.entry
+        if claim.won:
+            job = asyncio.create_task(self._run_job(message, claim.entry))
+            self._jobs.add(job)
+            job.add_done_callback(self._jobs.discard)
+            await asyncio.wait({job}, timeout=max(window_end - time.monotonic(), 0.0))
+            entry = await self._lookup(message) or entry
+        while entry.state == "in_flight" and time.monotonic() < window_end:
+            await asyncio.sleep(self._poll_s)
+            entry = await self._lookup(message) or entry
+        if entry.state == "in_flight" and self._policy.is_last_delivery(
+            entry.deliveries, entry.first_seen_s, self._clock.now_s()
+        ):
+            entry = await asyncio.to_thread(self._ledger.hand_off, message.dedupe_key) or entry
+            if entry.state != "done":
+                return Outcome("success", deliveries=entry.deliveries)  # the job will push it
+        if entry.state == "done":
+            return Outcome("passive", entry.reply(), entry.deliveries)
+        if entry.state == "pushed":
+            return Outcome("success", deliveries=entry.deliveries)
+        return Outcome("not_yet", deliveries=entry.deliveries)
+
+    async def drain(self) -> None:
+        """Wait for every job this coordinator started (tests, shutdown)."""
+        while self._jobs:
+            await asyncio.gather(*list(self._jobs), return_exceptions=True)
+
+    async def _lookup(self, message: InboundMessage) -> LedgerEntry | None:
+        return await asyncio.to_thread(self._ledger.lookup, message.dedupe_key)
+
+    async def _run_job(self, message: InboundMessage, entry: LedgerEntry) -> None:
+        budget = self._policy.token_budget(entry.first_seen_s, self._clock.now_s(), self._max_new_tokens)
+        reply = await self._answer(message, budget)
+        finished = await asyncio.to_thread(self._ledger.complete, message.dedupe_key, entry.job_id, reply)
+        if finished is None:
+            logger.warning("job %s was taken over; its answer is dropped", entry.job_id)
+            return
+        # Served passively: only the later parts of a long answer are pushed. Handed off: all.
+        first_pushed = 0 if finished.state == "pushed" else 1
+        for index, text in enumerate(reply.parts[first_pushed:], start=first_pushed):
+            item = OutboxItem(f"{entry.job_id}:{index}", message.account, message.from_user, text, self._clock.now_s())
+            await asyncio.to_thread(self._outbox.put, item)
