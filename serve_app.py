@@ -52,6 +52,7 @@ class Ingress:
         retrieve,
         generate,
         encrypt,
+        push,
         settings_overrides: dict[str, Any] | None = None,
         clock: Clock | None = None,
     ):
@@ -72,6 +73,7 @@ class Ingress:
         self._retrieve = retrieve
         self._generate = generate
         self._encrypt = encrypt
+        self._push = push  # never called per message: jobs reach it through the outbox
         self._max_body_bytes = settings.max_body_bytes
         self._failure_text = settings.failure_text
         self._no_answer_text = settings.no_answer_text
@@ -87,7 +89,7 @@ class Ingress:
     async def warm_up(self) -> None:
         """A handle sets up its router on first use (≈9 s was measured on 2 cores): do it
         before serving, so the application is ready only when every step can answer."""
-        handles = (self._decrypt, self._intent, self._retrieve, self._generate, self._encrypt)
+        handles = (self._decrypt, self._intent, self._retrieve, self._generate, self._encrypt, self._push)
         await asyncio.gather(*(handle.ready.remote() for handle in handles))
 
     async def healthz(self) -> dict[str, str]:
@@ -244,6 +246,7 @@ def compose_app(args: Mapping[str, Any] | None = None, deployment_options: Mappi
     from functions.encrypt.deployment import EncryptServer
     from functions.generate.deployment import GenerateServer
     from functions.intent.deployment import IntentServer
+    from functions.push.deployment import PushServer
     from functions.retrieve.deployment import RetrieveServer
 
     overrides = dict(args or {})
@@ -258,8 +261,9 @@ def compose_app(args: Mapping[str, Any] | None = None, deployment_options: Mappi
     retrieve = deployment("retrieve", RetrieveServer).bind(overrides)
     generate = deployment("generate", GenerateServer).bind(settings_overrides=overrides)
     encrypt = deployment("encrypt", EncryptServer).bind(overrides)
+    push = deployment("push", PushServer).bind(overrides)
     ingress = deployment("ingress", serve.ingress()(Ingress))
-    return ingress.bind(decrypt, intent, retrieve, generate, encrypt, overrides)
+    return ingress.bind(decrypt, intent, retrieve, generate, encrypt, push, overrides)
 
 
 def build_app(args: dict[str, Any]):
@@ -366,8 +370,6 @@ def _open_kb(settings):
 
 
 def _cmd_chat(opts: argparse.Namespace) -> int:
-    import httpx
-
     from functions.common.clock import SystemClock
     from functions.common.platform import PlatformSimulator, reply_text, text_message_xml
 
@@ -387,22 +389,19 @@ def _cmd_chat(opts: argparse.Namespace) -> int:
         msg_id=str(secrets.randbits(63)),
         create_time=int(clock.now_s()),
     )
-    callback = platform.callback(message, safe_mode=not opts.plain)
-    started_s = time.monotonic()
-    try:
-        response = httpx.post(
-            f"{opts.url.rstrip('/')}/wechat/{opts.account}", params=callback.query, content=callback.body, timeout=opts.timeout
+    result = platform.deliver(f"{opts.url.rstrip('/')}/wechat/{opts.account}", message, safe_mode=not opts.plain)
+    if result.outcome == "failed":
+        raise WxAssistError(
+            f"no delivery was answered ({', '.join(result.statuses)}): is `wxassist up` running at {opts.url}?"
         )
-    except httpx.HTTPError as exc:
-        raise WxAssistError(f"cannot reach {opts.url}: {type(exc).__name__} (is `wxassist up` running?)") from exc
-    elapsed_ms = round((time.monotonic() - started_s) * 1000)
-    if response.status_code != 200:
-        raise WxAssistError(f"the service answered HTTP {response.status_code}: {response.text[:200]}")
-    text = reply_text(platform.open_reply(response.content))
+    text = reply_text(result.reply)
     if opts.json:
-        print(json.dumps({"reply": text, "elapsed_ms": elapsed_ms}, ensure_ascii=False))
+        print(json.dumps({"outcome": result.outcome, "reply": text, "deliveries": result.attempts,
+                          "elapsed_ms": round(result.elapsed_s * 1000)}, ensure_ascii=False))
+    elif result.outcome == "passive":
+        print(text)
     else:
-        print(text or "(no passive reply)")
+        print("(no passive reply: the answer goes to the customer-service API)")
     return 0
 
 
@@ -476,13 +475,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--log-level", default="WARNING", help="Serve and replica log level (default: WARNING)")
     up.set_defaults(handler=_cmd_up)
 
-    chat = commands.add_parser("chat", help="send one message as WeChat would and print the reply")
+    chat = commands.add_parser(
+        "chat", help="send one message as WeChat would (5 s per delivery, up to 3 deliveries) and print the reply"
+    )
     chat.add_argument("text")
     chat.add_argument("--user", default="wxassist-chat-user", help="the FromUserName (openid) to send as")
     chat.add_argument("--account", default="default")
     chat.add_argument("--url", default="http://127.0.0.1:8000")
     chat.add_argument("--plain", action="store_true", help="send a plain-mode (unencrypted) callback")
-    chat.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
     chat.add_argument("--json", action="store_true")
     chat.set_defaults(handler=_cmd_chat)
 

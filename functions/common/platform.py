@@ -4,9 +4,10 @@ service exactly as WeChat would."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from functions.common.clock import Clock, RandomSource, SecureRandom
 from functions.common.errors import MalformedRequest, SignatureMismatch
@@ -15,12 +16,26 @@ from functions.common.settings import AccountConfig
 from functions.common.wechat_crypto import MessageCipher, sha1_signature, signature_matches
 
 MAX_REPLY_BYTES = 1024 * 1024
+DELIVERY_ATTEMPTS = 3
+DELIVERY_TIMEOUT_S = 5.0
+REDELIVERY_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
 class Callback:
     query: dict[str, str]
     body: bytes
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What the platform made of a message's deliveries."""
+
+    outcome: Literal["passive", "no_reply", "failed"]  # no_reply: "success", expect a push
+    reply: dict[str, Any]
+    attempts: int
+    elapsed_s: float
+    statuses: tuple[str, ...]  # per delivery: an HTTP status, or "timeout" / "unreachable"
 
 
 def text_message_xml(*, to_user: str, from_user: str, content: str, msg_id: str, create_time: int) -> str:
@@ -77,6 +92,42 @@ class PlatformSimulator:
         }
         body = f"<xml><ToUserName>{cdata(self._account.appid)}</ToUserName><Encrypt>{cdata(encrypted)}</Encrypt></xml>"
         return Callback(query, body.encode())
+
+    def deliver(
+        self,
+        url: str,
+        message_xml: str,
+        *,
+        safe_mode: bool = True,
+        attempts: int = DELIVERY_ATTEMPTS,
+        timeout_s: float = DELIVERY_TIMEOUT_S,
+        interval_s: float = REDELIVERY_INTERVAL_S,
+    ) -> DeliveryResult:
+        """Deliver a message as WeChat does: wait ``timeout_s`` for each delivery, and on a
+        timeout or any non-200 answer deliver it again, ``attempts`` times in all, the n-th
+        about ``interval_s`` after the first. A 200 ends it: a reply, or none."""
+        import httpx
+
+        callback = self.callback(message_xml, safe_mode=safe_mode)
+        started_s = time.monotonic()
+        statuses: list[str] = []
+        with httpx.Client(timeout=timeout_s) as client:
+            for attempt in range(attempts):
+                time.sleep(max(0.0, started_s + attempt * interval_s - time.monotonic()))
+                try:
+                    response = client.post(url, params=callback.query, content=callback.body)
+                except httpx.TimeoutException:
+                    statuses.append("timeout")
+                    continue
+                except httpx.TransportError:
+                    statuses.append("unreachable")
+                    continue
+                statuses.append(str(response.status_code))
+                if response.status_code == 200:
+                    reply = self.open_reply(response.content)
+                    return DeliveryResult("passive" if reply else "no_reply", reply, attempt + 1,
+                                          time.monotonic() - started_s, tuple(statuses))
+        return DeliveryResult("failed", {}, attempts, time.monotonic() - started_s, tuple(statuses))
 
     def url_check(self, echostr: str, *, encrypted: bool = False) -> dict[str, str]:
         timestamp, nonce = self._timestamp_and_nonce()

@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     job_lease_s: float = 60.0  # a job still running after this is presumed dead and taken over
     delivery_window_s: float = 4.5  # how long one delivery waits for the answer (WeChat: 5 s)
     generate_tokens_per_s: float = 12.0  # for the token budget left before the last window
+    push_poll_s: float = 0.5  # how often a push replica looks for due outbox items
 
     # Knowledge base: a Milvus Lite directory by default, or http://host:19530 for a server.
     kb_uri: str | None = None

@@ -18,9 +18,16 @@ pytestmark = pytest.mark.serve
 
 
 def send(service, xml: str, *, safe_mode: bool = True, clock=None, account: str = "default") -> httpx.Response:
+    """One delivery, with WeChat's 5 s patience."""
     platform = PlatformSimulator(service.account, clock or SystemClock())
     callback = platform.callback(xml, safe_mode=safe_mode)
-    return httpx.post(f"{service.base_url}/wechat/{account}", params=callback.query, content=callback.body, timeout=120)
+    return httpx.post(f"{service.base_url}/wechat/{account}", params=callback.query, content=callback.body, timeout=5)
+
+
+def deliver(service, xml: str, *, safe_mode: bool = True):
+    """All of WeChat's deliveries of one message, as the platform makes them."""
+    platform = PlatformSimulator(service.account, SystemClock())
+    return platform.deliver(f"{service.base_url}/wechat/default", xml, safe_mode=safe_mode)
 
 
 def text(content: str, msg_id: str, user: str = "o-e2e-user") -> str:
@@ -37,9 +44,11 @@ def test_health(service):
 
 
 def test_knowledge_question_gets_a_grounded_encrypted_reply(service):
-    response = send(service, text("你们的退货政策是什么？", "1001"))
-    assert b"<Encrypt>" in response.content  # safe mode in, safe mode out
-    reply = open_reply(service, response)  # verifies the signature, decrypts, checks the appid
+    # The CPU demo model needs 6-8 s: the first delivery times out and the second, which
+    # attaches to the same job, carries the answer. Either way it is one passive reply.
+    result = deliver(service, text("你们的退货政策是什么？", "1001"))
+    assert result.outcome == "passive" and result.attempts <= 2, result.statuses
+    reply = result.reply  # verified, decrypted, appid checked by the platform simulator
     assert reply["ToUserName"] == "o-e2e-user" and reply["FromUserName"] == "gh_e2e"
     content = reply["Content"]
     assert "7天无理由退货" in content  # a fact only the sample corpus holds
@@ -107,7 +116,8 @@ def test_wxassist_chat_prints_the_grounded_answer(service):
 
 
 def test_a_question_the_knowledge_base_cannot_answer_says_so(service):
-    content = open_reply(service, send(service, text("火星上有没有门店？", "1003")))["Content"]
+    result = deliver(service, text("火星上有没有门店？", "1003"))
+    content = result.reply["Content"]
     assert content.startswith("抱歉，知识库里没有找到相关内容")
     assert "参考：" not in content  # nothing is cited for an answer we do not have
 
@@ -116,8 +126,13 @@ def test_a_redelivered_message_gets_the_stored_reply(service):
     platform = PlatformSimulator(service.account, SystemClock())
     callback = platform.callback(text("可以开发票吗", "1004"))
     url = f"{service.base_url}/wechat/default"
-    first = httpx.post(url, params=callback.query, content=callback.body, timeout=120)
-    again = httpx.post(url, params=callback.query, content=callback.body, timeout=120)
-    assert first.status_code == again.status_code == 200
+    responses = []
+    for _ in range(4):  # three deliveries and a straggler, each with WeChat's 5 s patience
+        try:
+            responses.append(httpx.post(url, params=callback.query, content=callback.body, timeout=5))
+        except httpx.TimeoutException:
+            continue
+    answered = [r for r in responses if r.status_code == 200]
+    assert len(answered) >= 2, [r.status_code for r in responses]
     # Byte-identical, random AES prefix and nonce included: served from the ledger, not redone.
-    assert again.content == first.content
+    assert len({r.content for r in answered}) == 1

@@ -56,6 +56,11 @@ class RetrieveFromList:
         return self._core.retrieve(query, top_k)
 
 
+class ReadyOnly:
+    def ready(self):
+        return True
+
+
 class Broken:
     """Started fine, then its replica died: every call after start-up fails."""
 
@@ -99,6 +104,7 @@ def make_client(home, *, engine_answer="青禾家居支持7天无理由退货。
         InProcessHandle(RetrieveFromList(list(passages))),
         InProcessHandle(generate),
         InProcessHandle(EncryptServer(overrides)),
+        InProcessHandle(ReadyOnly()),  # push: the ingress only asks whether it is up
         overrides,
     )
     asyncio.run(ingress.warm_up())  # what Serve does before routing traffic to the ingress
@@ -205,6 +211,7 @@ def slow_client(home, *, job_s: float, window_s: float):
         InProcessHandle(RetrieveFromList([POLICY])),
         InProcessHandle(generate),
         InProcessHandle(EncryptServer(overrides)),
+        InProcessHandle(ReadyOnly()),
         overrides,
     )
     return serving(http_app(ingress)), generate, ingress
