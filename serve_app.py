@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import signal
 import sys
 import time
@@ -36,6 +35,7 @@ from observability.logs import configure_logging, hashed_user, log_event, logger
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
 APP_NAME = "wxassist"
+DEFAULT_EMULATOR_URL = "http://127.0.0.1:8001"
 NO_PASSIVE_REPLY = "success"
 
 # ---- the ingress -----------------------------------------------------------------------
@@ -236,10 +236,17 @@ def _rejected(account: str, rejection: Rejection) -> Response:
 # ---- the application builder -----------------------------------------------------------
 
 
-def compose_app(args: Mapping[str, Any] | None = None, deployment_options: Mapping[str, dict[str, Any]] | None = None):
+def compose_app(
+    args: Mapping[str, Any] | None = None,
+    deployment_options: Mapping[str, dict[str, Any]] | None = None,
+    *,
+    engine_cls: type | None = None,
+    engine_kwargs: dict[str, Any] | None = None,
+):
     """Compose the pipeline. ``args`` are non-secret settings overrides (validated here, in
     the driver, so a typo fails before any replica starts); ``deployment_options`` are
-    Serve options per deployment name, as in a Serve config's ``deployments:`` list."""
+    Serve options per deployment name, as in a Serve config's ``deployments:`` list;
+    ``engine_cls`` replaces the transformers engine (tests, other backends)."""
     from ray import serve
 
     from functions.decrypt.deployment import DecryptServer
@@ -259,7 +266,7 @@ def compose_app(args: Mapping[str, Any] | None = None, deployment_options: Mappi
     decrypt = deployment("decrypt", DecryptServer).bind(overrides)
     intent = deployment("intent", IntentServer).bind(overrides)
     retrieve = deployment("retrieve", RetrieveServer).bind(overrides)
-    generate = deployment("generate", GenerateServer).bind(settings_overrides=overrides)
+    generate = deployment("generate", GenerateServer).bind(engine_cls, engine_kwargs, overrides)
     encrypt = deployment("encrypt", EncryptServer).bind(overrides)
     push = deployment("push", PushServer).bind(overrides)
     ingress = deployment("ingress", serve.ingress()(Ingress))
@@ -307,6 +314,12 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     http_options, app_args, deployment_options = read_serve_config(Path(opts.config))
     host = opts.host or http_options.get("host", "127.0.0.1")
     port = opts.port or http_options.get("port", 8000)
+    base_url = f"http://{host}:{port}"
+    emulator = None
+    if dev_credentials is not None and "WXA_WECHAT_API_BASE" not in os.environ:
+        # Development: WeChat is the emulator, so pushed answers land somewhere you can see.
+        emulator = _start_emulator(load_settings(), base_url, opts.emulator_port or port + 1)
+        os.environ["WXA_WECHAT_API_BASE"] = emulator.url
     import ray
     from ray import serve
 
@@ -314,8 +327,9 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     serve.start(http_options={"host": host, "port": port})
     app = compose_app({**app_args, "home": str(home)}, deployment_options)
     serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": opts.log_level})
-    base_url = f"http://{host}:{port}"
     print(f"\nwxassist is up. Callback URL: {base_url}/wechat/default")
+    if emulator is not None:
+        print(f"WeChat emulator (callbacks and the customer-service API): {emulator.url}")
     if dev_credentials is not None:
         print("Development account (configure the same values in the WeChat admin console):")
         for key in ("token", "aes_key", "appid"):
@@ -323,7 +337,8 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     else:
         account = settings.default_account()
         print(f"Account 'default': appid {account.appid if account else '?'} (token and key from WXA_WECHAT_*)")
-    print(f'Try it from another shell: wxassist chat "你们的退货政策是什么？" --url {base_url}\nCtrl-C stops.')
+    chat_hint = f" --emulator {emulator.url}" if emulator is not None and emulator.url != DEFAULT_EMULATOR_URL else ""
+    print(f'Try it from another shell: wxassist chat "你们的退货政策是什么？"{chat_hint}\nCtrl-C stops.')
     # Supervisors (systemd, Kubernetes, `kill`) stop with SIGTERM, and a shell's background
     # job ignores SIGINT: both must shut Serve and Ray down, not orphan their processes.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -335,6 +350,31 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+        if emulator is not None:
+            emulator.__exit__(None, None, None)
+    return 0
+
+
+def _start_emulator(settings, callback_base: str, port: int):
+    from functions.common.emulator import WeChatEmulator, emulator_app
+    from functions.common.platform_api import BackgroundServer
+
+    emulator = WeChatEmulator(settings.account_map(), callback_base)
+    return BackgroundServer(emulator_app(emulator), port).__enter__()
+
+
+def _cmd_emulate(opts: argparse.Namespace) -> int:
+    import uvicorn
+
+    from functions.common.emulator import WeChatEmulator, emulator_app
+
+    settings = load_settings()
+    if not settings.account_map():
+        raise WxAssistError("no account configured: start `wxassist up` once, or set WXA_WECHAT_*")
+    app = emulator_app(WeChatEmulator(settings.account_map(), opts.target))
+    print(f"WeChat emulator on http://127.0.0.1:{opts.port}, delivering to {opts.target}; point "
+          f"WXA_WECHAT_API_BASE at it so the service pushes here.")
+    uvicorn.run(app, host="127.0.0.1", port=opts.port, log_level="warning")
     return 0
 
 
@@ -370,38 +410,31 @@ def _open_kb(settings):
 
 
 def _cmd_chat(opts: argparse.Namespace) -> int:
-    from functions.common.clock import SystemClock
-    from functions.common.platform import PlatformSimulator, reply_text, text_message_xml
+    """Be a WeChat user: the emulator delivers the message as the platform would and
+    collects what the user receives, passively or pushed."""
+    import httpx
 
-    settings = load_settings()
-    account = settings.account_map().get(opts.account)
-    if account is None:
+    request = {"user": opts.user, "text": opts.text, "account": opts.account, "safe_mode": not opts.plain}
+    try:
+        response = httpx.post(f"{opts.emulator.rstrip('/')}/_emulator/messages", json=request, timeout=120)
+    except httpx.HTTPError as exc:
         raise WxAssistError(
-            f"no credentials for account {opts.account!r}: start `wxassist up` once (it writes development "
-            "credentials) or set WXA_WECHAT_TOKEN, WXA_WECHAT_AES_KEY and WXA_WECHAT_APPID"
-        )
-    clock = SystemClock()
-    platform = PlatformSimulator(account, clock)
-    message = text_message_xml(
-        to_user=account.appid,
-        from_user=opts.user,
-        content=opts.text,
-        msg_id=str(secrets.randbits(63)),
-        create_time=int(clock.now_s()),
-    )
-    result = platform.deliver(f"{opts.url.rstrip('/')}/wechat/{opts.account}", message, safe_mode=not opts.plain)
-    if result.outcome == "failed":
-        raise WxAssistError(
-            f"no delivery was answered ({', '.join(result.statuses)}): is `wxassist up` running at {opts.url}?"
-        )
-    text = reply_text(result.reply)
+            f"cannot reach the WeChat emulator at {opts.emulator} ({type(exc).__name__}): `wxassist up` starts it "
+            "in development, `wxassist emulate` on its own"
+        ) from exc
+    result = response.json()
+    if "error" in result:
+        raise WxAssistError(result["error"])
     if opts.json:
-        print(json.dumps({"outcome": result.outcome, "reply": text, "deliveries": result.attempts,
-                          "elapsed_ms": round(result.elapsed_s * 1000)}, ensure_ascii=False))
-    elif result.outcome == "passive":
-        print(text)
-    else:
-        print("(no passive reply: the answer goes to the customer-service API)")
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    if result["outcome"] == "failed":
+        raise WxAssistError(f"no delivery was answered ({', '.join(result['statuses'])}): is the service running?")
+    for message in result["received"]:
+        prefix = "" if message["channel"] == "passive" else "[客服消息] "
+        print(prefix + message["text"])
+    if not result["received"]:
+        print("(no reply)")
     return 0
 
 
@@ -473,6 +506,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="HTTP host (default: the Serve config's, 127.0.0.1)")
     up.add_argument("--config", default=str(DEFAULT_SERVE_CONFIG), help="Serve config file (default: deploy/local.yaml)")
     up.add_argument("--log-level", default="WARNING", help="Serve and replica log level (default: WARNING)")
+    up.add_argument("--emulator-port", type=int, help="the development WeChat emulator's port (default: port + 1)")
+
+    emulate = commands.add_parser("emulate", help="run the WeChat emulator: callbacks out, customer-service API in")
+    emulate.add_argument("--port", type=int, default=8001)
+    emulate.add_argument("--target", default="http://127.0.0.1:8000", help="the service's base URL")
+    emulate.set_defaults(handler=_cmd_emulate)
     up.set_defaults(handler=_cmd_up)
 
     chat = commands.add_parser(
@@ -481,8 +520,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("text")
     chat.add_argument("--user", default="wxassist-chat-user", help="the FromUserName (openid) to send as")
     chat.add_argument("--account", default="default")
-    chat.add_argument("--url", default="http://127.0.0.1:8000")
-    chat.add_argument("--plain", action="store_true", help="send a plain-mode (unencrypted) callback")
+    chat.add_argument("--emulator", default=DEFAULT_EMULATOR_URL, help="the WeChat emulator (started by `wxassist up`)")
+    chat.add_argument("--plain", action="store_true", help="deliver in plain mode (unencrypted)")
     chat.add_argument("--json", action="store_true")
     chat.set_defaults(handler=_cmd_chat)
 

@@ -42,3 +42,15 @@ class ListSearch:
 
 def passage(doc: str, index: int, score: float = 1.0, title: str | None = None, text: str = "正文") -> Passage:
     return Passage(f"{doc}:{index}", doc, f"{doc}.md", title or doc, text, score)
+
+
+class SleepyEngine(EchoEngine):
+    """Takes as long as the question says: "…#12" answers after 12 s. For deadline tests."""
+
+    def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
+        import re
+        import time
+
+        marker = re.search(r"#(\d+(?:\.\d+)?)", messages[-1]["content"])
+        time.sleep(float(marker.group(1)) if marker else 0.0)
+        return super().complete(messages, max_new_tokens)

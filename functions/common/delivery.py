@@ -94,6 +94,7 @@ class DeliveryCoordinator:
 
     async def deliver(self, message: InboundMessage) -> Outcome:
         window_end = time.monotonic() + self._policy.window_s
+        arrived_s = self._clock.now_s()  # "last delivery" is judged by arrival, not after waiting
         job_id = uuid.uuid4().hex
         try:
             claim = await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id)
@@ -110,9 +111,7 @@ class DeliveryCoordinator:
         while entry.state == "in_flight" and time.monotonic() < window_end:
             await asyncio.sleep(self._poll_s)
             entry = await self._lookup(message) or entry
-        if entry.state == "in_flight" and self._policy.is_last_delivery(
-            entry.deliveries, entry.first_seen_s, self._clock.now_s()
-        ):
+        if entry.state == "in_flight" and self._policy.is_last_delivery(entry.deliveries, entry.first_seen_s, arrived_s):
             entry = await asyncio.to_thread(self._ledger.hand_off, message.dedupe_key) or entry
             if entry.state != "done":
                 return Outcome("success", deliveries=entry.deliveries)  # the job will push it

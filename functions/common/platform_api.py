@@ -42,6 +42,7 @@ class Delivered:
     to_user: str
     text: str
     at_s: float
+    channel: str = "push"  # "passive": the callback's reply; "push": the customer-service API
 
 
 @dataclass
@@ -79,6 +80,14 @@ class PlatformState:
     def received(self, user: str) -> list[str]:
         with self._lock:
             return [message.text for message in self.delivered if message.to_user == user]
+
+    def received_since(self, user: str, since_s: float) -> list[Delivered]:
+        with self._lock:
+            return [m for m in self.delivered if m.to_user == user and m.at_s >= since_s]
+
+    def record_passive(self, appid: str, user: str, text: str) -> None:
+        with self._lock:
+            self.delivered.append(Delivered(appid, user, text, self.clock.now_s(), channel="passive"))
 
     # ---- what the HTTP endpoints do ----------------------------------------------------
 

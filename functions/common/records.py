@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from functions.common.errors import RejectedRequest
 
 
 class Route(str, enum.Enum):
@@ -100,5 +104,5 @@ class Rejection:
     reason: str  # safe to log and to return: never content or secrets
 
     @classmethod
-    def of(cls, exc: "RejectedRequest") -> "Rejection":  # noqa: F821 - avoids an import cycle
+    def of(cls, exc: RejectedRequest) -> Rejection:
         return cls(exc.http_status, type(exc).__name__, exc.reason)

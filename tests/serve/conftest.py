@@ -4,12 +4,15 @@ a fresh Milvus Lite directory, development credentials in a temporary home."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from functions.common.emulator import WeChatEmulator, emulator_app
+from functions.common.platform_api import BackgroundServer
 from functions.common.settings import AccountConfig, Settings, ensure_dev_credentials
 from knowledge import SAMPLE_CORPUS_DIR
 
@@ -21,6 +24,8 @@ class RunningService:
     base_url: str
     home: Path
     account: AccountConfig
+    emulator_url: str
+    emulator: object  # functions.common.emulator.WeChatEmulator: what users received
 
 
 def _free_port() -> int:
@@ -49,12 +54,47 @@ def service(tmp_path_factory) -> RunningService:
 
     _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
     port = _free_port()
-    ray.init(include_dashboard=False, logging_level="WARNING", num_cpus=2)
+    base_url = f"http://127.0.0.1:{port}"
+    emulator = WeChatEmulator(settings.account_map(), base_url)
+    # Logical CPUs: two applications share this instance, and the fakes need no real CPU.
+    # PYTHONPATH lets replicas import the test fakes injected into the second one.
+    ray.init(include_dashboard=False, logging_level="WARNING", num_cpus=4,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        app = compose_app({**app_args, "home": str(home), "model_store": str(settings.model_store_dir())}, options)
-        serve.run(app, name=APP_NAME, route_prefix="/")
-        yield RunningService(f"http://127.0.0.1:{port}", home, settings.account_map()["default"])
+        with BackgroundServer(emulator_app(emulator), _free_port()) as platform:
+            args = {**app_args, "home": str(home), "model_store": str(settings.model_store_dir()),
+                    "wechat_api_base": platform.url}
+            serve.run(compose_app(args, options), name=APP_NAME, route_prefix="/")
+            yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sleepy_service(service, tmp_path_factory) -> RunningService:
+    """A second application on the same Serve instance: the real pipeline with a generator
+    that takes as long as each question says, for WeChat's deadlines."""
+    from ray import serve
+
+    from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
+    from knowledge.ingest import ingest
+    from serve_app import DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
+    from tests.fakes import SleepyEngine
+
+    home = tmp_path_factory.mktemp("wxassist-sleepy")
+    shutil.copy(service.home / "dev-credentials.json", home / "dev-credentials.json")
+    settings = Settings(home=home)
+    with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
+        ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
+    _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
+    light = {name: {**opts, "ray_actor_options": {"num_cpus": 0.01}} for name, opts in options.items()}
+    base_url = f"{service.base_url}/sleepy"
+    emulator = WeChatEmulator(settings.account_map(), base_url)
+    with BackgroundServer(emulator_app(emulator), _free_port()) as platform:
+        args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2}
+        app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
+        serve.run(app, name="sleepy", route_prefix="/sleepy")
+        yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)
+        serve.delete("sleepy")

@@ -108,7 +108,8 @@ def _signed_query(service) -> dict[str, str]:
 def test_wxassist_chat_prints_the_grounded_answer(service):
     env = {**os.environ, "WXA_HOME": str(service.home)}
     chat = subprocess.run(
-        [sys.executable, "-c", "import sys, serve_app; sys.exit(serve_app.main())", "chat", "你们的退货政策是什么？", "--url", service.base_url],
+        [sys.executable, "-c", "import sys, serve_app; sys.exit(serve_app.main())", "chat", "你们的退货政策是什么？",
+         "--emulator", service.emulator_url],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert chat.returncode == 0, chat.stderr

@@ -1,0 +1,104 @@
+"""The WeChat emulator: both sides of the platform, for development, `wxassist chat` and tests.
+
+A user "sends" a message; the emulator delivers it to the service's callback URL exactly as
+WeChat does (signed and encrypted, 5 s per delivery, up to three deliveries), shows the user
+the passive reply if one came, and otherwise waits for the answer to arrive through its own
+customer-service API (``platform_api``). Everything a user receives is recorded, with the
+channel it came by, so "exactly once" can be counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from collections.abc import Mapping
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from functions.common.clock import Clock, SystemClock
+from functions.common.platform import PlatformSimulator, reply_text, text_message_xml
+from functions.common.platform_api import PlatformState, platform_api_app
+from functions.common.settings import AccountConfig
+
+PUSH_POLL_S = 0.2
+
+
+class UserMessage(BaseModel):
+    user: str
+    text: str
+    account: str = "default"
+    safe_mode: bool = True
+    wait_for_push_s: float = 30.0  # after "success": how long the user waits for the answer
+
+
+class Fault(BaseModel):
+    errcode: int | None = None  # the next `count` customer-service sends fail with this code
+    count: int = 1
+    delay_s: float | None = None  # every API response is this slow
+
+
+class WeChatEmulator:
+    def __init__(self, accounts: Mapping[str, AccountConfig], callback_base: str, clock: Clock | None = None):
+        self._accounts = dict(accounts)
+        self._callback_base = callback_base.rstrip("/")
+        self._clock = clock or SystemClock()
+        self.api = PlatformState(
+            {a.appid: a.secret.get_secret_value() for a in self._accounts.values() if a.secret is not None},
+            clock=self._clock,
+        )
+        self._msg_ids = itertools.count(secrets.randbelow(10**12) * 1000)
+
+    async def send(self, message: UserMessage) -> dict:
+        account = self._accounts.get(message.account)
+        if account is None:
+            return {"error": f"no account named {message.account!r}"}
+        sent_s = self._clock.now_s()
+        self.api.user_wrote(account.appid, message.user)
+        xml = text_message_xml(
+            to_user=f"gh_{account.appid}", from_user=message.user, content=message.text,
+            msg_id=str(next(self._msg_ids)), create_time=int(sent_s),
+        )
+        simulator = PlatformSimulator(account, self._clock)
+        url = f"{self._callback_base}/wechat/{account.name}"
+        result = await asyncio.to_thread(simulator.deliver, url, xml, safe_mode=message.safe_mode)
+        if result.outcome == "passive":
+            self.api.record_passive(account.appid, message.user, reply_text(result.reply))
+        elif result.outcome == "no_reply":  # "success": the answer, if any, comes by push
+            deadline_s = time.monotonic() + message.wait_for_push_s
+            while not self.api.received_since(message.user, sent_s) and time.monotonic() < deadline_s:
+                await asyncio.sleep(PUSH_POLL_S)
+        received = self.api.received_since(message.user, sent_s)
+        return {
+            "outcome": result.outcome,
+            "deliveries": result.attempts,
+            "statuses": list(result.statuses),
+            "received": [{"text": m.text, "channel": m.channel, "after_s": round(m.at_s - sent_s, 3)} for m in received],
+            "elapsed_s": round(self._clock.now_s() - sent_s, 3),
+        }
+
+
+def emulator_app(emulator: WeChatEmulator) -> FastAPI:
+    """The platform's API (``/cgi-bin/…``) plus the emulator's own controls (``/_emulator/…``)."""
+    app = platform_api_app(emulator.api)
+
+    @app.post("/_emulator/messages")
+    async def send(message: UserMessage) -> dict:
+        return await emulator.send(message)
+
+    @app.get("/_emulator/inbox")
+    async def inbox(user: str) -> dict:
+        return {"user": user, "received": [{"text": m.text, "channel": m.channel, "at_s": m.at_s}
+                                           for m in emulator.api.received_since(user, 0.0)]}
+
+    @app.post("/_emulator/faults")
+    async def faults(fault: Fault) -> dict:
+        if fault.errcode is not None:
+            emulator.api.fail_next(fault.errcode, fault.count)
+        if fault.delay_s is not None:
+            emulator.api.delay_s = fault.delay_s
+        return {"ok": True}
+
+    return app
