@@ -11,6 +11,7 @@ last window closes.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from functions.common.outbox import Outbox, OutboxItem
 from functions.common.records import InboundMessage, Reply
 
 logger = logging.getLogger("wxassist.delivery")
+RECORD_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,10 @@ class DeliveryCoordinator:
             return Outcome("passive", await self._answer(message, self._max_new_tokens))
         entry = claim.entry
         if claim.won:
-            job = asyncio.create_task(self._run_job(message, claim.entry))
+            # A fresh context: the job belongs to the message, not to this delivery. Ray Serve
+            # cancels a request's downstream calls when its client disconnects, which WeChat
+            # does after 5 s; in this request's context the job's calls would die with it.
+            job = asyncio.create_task(self._run_job(message, claim.entry), context=contextvars.Context())
             self._jobs.add(job)
             job.add_done_callback(self._jobs.discard)
             await asyncio.wait({job}, timeout=max(window_end - time.monotonic(), 0.0))
@@ -121,6 +126,17 @@ class DeliveryCoordinator:
             return Outcome("success", deliveries=entry.deliveries)
         return Outcome("not_yet", deliveries=entry.deliveries)
 
+    async def _record(self, message: InboundMessage, entry: LedgerEntry, reply: Reply) -> LedgerEntry | None:
+        """Record the finished job; a store hiccup is retried, since losing the record would
+        leave the answer neither served nor pushed."""
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                return await asyncio.to_thread(self._ledger.complete, message.dedupe_key, entry.job_id, reply)
+            except Exception:
+                logger.exception("recording job %s failed (attempt %d)", entry.job_id, attempt + 1)
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        return None
+
     async def drain(self) -> None:
         """Wait for every job this coordinator started (tests, shutdown)."""
         while self._jobs:
@@ -132,7 +148,7 @@ class DeliveryCoordinator:
     async def _run_job(self, message: InboundMessage, entry: LedgerEntry) -> None:
         budget = self._policy.token_budget(entry.first_seen_s, self._clock.now_s(), self._max_new_tokens)
         reply = await self._answer(message, budget)
-        finished = await asyncio.to_thread(self._ledger.complete, message.dedupe_key, entry.job_id, reply)
+        finished = await self._record(message, entry, reply)
         if finished is None:
             logger.warning("job %s was taken over; its answer is dropped", entry.job_id)
             return

@@ -4,6 +4,7 @@ service exactly as WeChat would."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,7 +94,11 @@ class PlatformSimulator:
         body = f"<xml><ToUserName>{cdata(self._account.appid)}</ToUserName><Encrypt>{cdata(encrypted)}</Encrypt></xml>"
         return Callback(query, body.encode())
 
-    def deliver(
+    def deliver(self, url: str, message_xml: str, **options: Any) -> DeliveryResult:
+        """``deliver_async`` for synchronous callers."""
+        return asyncio.run(self.deliver_async(url, message_xml, **options))
+
+    async def deliver_async(
         self,
         url: str,
         message_xml: str,
@@ -102,6 +107,7 @@ class PlatformSimulator:
         attempts: int = DELIVERY_ATTEMPTS,
         timeout_s: float = DELIVERY_TIMEOUT_S,
         interval_s: float = REDELIVERY_INTERVAL_S,
+        client: Any = None,
     ) -> DeliveryResult:
         """Deliver a message as WeChat does: wait ``timeout_s`` for each delivery, and on a
         timeout or any non-200 answer deliver it again, ``attempts`` times in all, the n-th
@@ -111,11 +117,13 @@ class PlatformSimulator:
         callback = self.callback(message_xml, safe_mode=safe_mode)
         started_s = time.monotonic()
         statuses: list[str] = []
-        with httpx.Client(timeout=timeout_s) as client:
+        owned = client is None
+        client = client or httpx.AsyncClient()
+        try:
             for attempt in range(attempts):
-                time.sleep(max(0.0, started_s + attempt * interval_s - time.monotonic()))
+                await asyncio.sleep(max(0.0, started_s + attempt * interval_s - time.monotonic()))
                 try:
-                    response = client.post(url, params=callback.query, content=callback.body)
+                    response = await client.post(url, params=callback.query, content=callback.body, timeout=timeout_s)
                 except httpx.TimeoutException:
                     statuses.append("timeout")
                     continue
@@ -127,6 +135,9 @@ class PlatformSimulator:
                     reply = self.open_reply(response.content)
                     return DeliveryResult("passive" if reply else "no_reply", reply, attempt + 1,
                                           time.monotonic() - started_s, tuple(statuses))
+        finally:
+            if owned:
+                await client.aclose()
         return DeliveryResult("failed", {}, attempts, time.monotonic() - started_s, tuple(statuses))
 
     def url_check(self, echostr: str, *, encrypted: bool = False) -> dict[str, str]:

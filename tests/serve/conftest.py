@@ -90,6 +90,7 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
         ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
     _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
     light = {name: {**opts, "ray_actor_options": {"num_cpus": 0.01}} for name, opts in options.items()}
+    light["ingress"]["num_replicas"] = 2  # retries must find the job whichever replica they reach
     base_url = f"{service.base_url}/sleepy"
     emulator = WeChatEmulator(settings.account_map(), base_url)
     with BackgroundServer(emulator_app(emulator), _free_port()) as platform:
