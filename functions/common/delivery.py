@@ -109,8 +109,7 @@ class DeliveryCoordinator:
             # cancels a request's downstream calls when its client disconnects, which WeChat
             # does after 5 s; in this request's context the job's calls would die with it.
             job = asyncio.create_task(self._run_job(message, claim.entry), context=contextvars.Context())
-            self._jobs.add(job)
-            job.add_done_callback(self._jobs.discard)
+            self._track(job)
             await asyncio.wait({job}, timeout=max(window_end - time.monotonic(), 0.0))
             entry = await self._lookup(message) or entry
         while entry.state == "in_flight" and time.monotonic() < window_end:
@@ -120,6 +119,8 @@ class DeliveryCoordinator:
             entry = await asyncio.to_thread(self._ledger.hand_off, message.dedupe_key) or entry
             if entry.state != "done":
                 return Outcome("success", deliveries=entry.deliveries)  # the job will push it
+        if entry.state == "done":
+            entry = await asyncio.to_thread(self._ledger.mark_served, message.dedupe_key) or entry
         if entry.state == "done":
             return Outcome("passive", entry.reply(), entry.deliveries)
         if entry.state == "pushed":
@@ -153,7 +154,26 @@ class DeliveryCoordinator:
             logger.warning("job %s was taken over; its answer is dropped", entry.job_id)
             return
         # Served passively: only the later parts of a long answer are pushed. Handed off: all.
-        first_pushed = 0 if finished.state == "pushed" else 1
-        for index, text in enumerate(reply.parts[first_pushed:], start=first_pushed):
-            item = OutboxItem(f"{entry.job_id}:{index}", message.account, message.from_user, text, self._clock.now_s())
+        await self._push(message, entry.job_id, reply, first_part=0 if finished.state == "pushed" else 1)
+        if finished.state == "done":  # a separate task: deliveries wait on this job, not on that
+            self._track(asyncio.create_task(self._push_if_unserved(message, entry, reply), context=contextvars.Context()))
+
+    async def _push_if_unserved(self, message: InboundMessage, entry: LedgerEntry, reply: Reply) -> None:
+        """WeChat may have hung up on every delivery (an overloaded ingress answers after its
+        5 s): then nobody carried the passive reply. Once the last window has closed, an
+        unserved answer is pushed instead; item ids make re-queuing the later parts harmless."""
+        deadline_s = self._policy.passive_deadline_s(entry.first_seen_s) + 1.0
+        while (left_s := deadline_s - self._clock.now_s()) > 0:  # re-read: the clock is injected
+            await asyncio.sleep(min(left_s, 0.5))
+        if await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, entry.job_id):
+            logger.warning("job %s: no delivery carried its reply; pushing it", entry.job_id)
+            await self._push(message, entry.job_id, reply, first_part=0)
+
+    def _track(self, task: asyncio.Task) -> None:
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _push(self, message: InboundMessage, job_id: str, reply: Reply, *, first_part: int) -> None:
+        for index, text in enumerate(reply.parts[first_part:], start=first_part):
+            item = OutboxItem(f"{job_id}:{index}", message.account, message.from_user, text, self._clock.now_s())
             await asyncio.to_thread(self._outbox.put, item)

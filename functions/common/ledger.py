@@ -35,6 +35,7 @@ class LedgerEntry:
     first_seen_s: float = 0.0  # when the first delivery arrived: WeChat's clock for this message
     deliveries: int = 1
     handoff: bool = False  # the last delivery answered "success": the job must push its answer
+    served: bool = False  # a delivery returned the passive reply to a still-connected client
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -125,6 +126,34 @@ class ClaimLedger:
             if self._store.compare_and_set(key, raw, finished.to_json(), self._ttl_s):
                 return finished
         return None
+
+    def mark_served(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
+        """Record that a delivery is returning the stored reply. The entry after the attempt:
+        ``pushed`` means the job already gave up waiting for a delivery, so return success."""
+        return self._update(dedupe_key, lambda e: replace(e, served=True) if e.state == "done" and not e.served else None)
+
+    def push_unserved(self, dedupe_key: tuple[str, str, str], job_id: str) -> bool:
+        """After the last passive window: if no delivery served the reply, switch it to pushed."""
+        entry = self._update(
+            dedupe_key,
+            lambda e: replace(e, state="pushed") if e.job_id == job_id and e.state == "done" and not e.served else None,
+        )
+        return entry is not None and entry.state == "pushed" and not entry.served
+
+    def _update(self, dedupe_key: tuple[str, str, str], change) -> LedgerEntry | None:
+        """Apply ``change`` (entry -> new entry, or None for no change) by compare-and-set."""
+        key = ledger_key(dedupe_key)
+        for _ in range(10):
+            raw = self._store.get(key)
+            if raw is None:
+                return None
+            current = LedgerEntry.from_json(raw)
+            updated = change(current)
+            if updated is None:
+                return current
+            if self._store.compare_and_set(key, raw, updated.to_json(), self._ttl_s):
+                return updated
+        return self.lookup(dedupe_key)
 
     def lookup(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
         raw = self._store.get(ledger_key(dedupe_key))

@@ -12,7 +12,7 @@ from functions.common.settings import AccountConfig
 from functions.common.state import SQLiteStateStore
 from functions.push.core import PushWorker, SendAmbiguous, SendFailed
 from functions.push.wechat_api import WeChatSender
-from tests.integration.conftest import free_port
+from tests.net import free_port
 
 APPID, SECRET = "wx-emulated-app", "emulated-secret"
 CORP, CORP_SECRET = "ww-emulated-corp", "corp-secret"

@@ -5,7 +5,6 @@ a fresh Milvus Lite directory, development credentials in a temporary home."""
 from __future__ import annotations
 
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from functions.common.emulator import WeChatEmulator, emulator_app
 from functions.common.platform_api import BackgroundServer
 from functions.common.settings import AccountConfig, Settings, ensure_dev_credentials
 from knowledge import SAMPLE_CORPUS_DIR
+from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,12 +26,6 @@ class RunningService:
     account: AccountConfig
     emulator_url: str
     emulator: object  # functions.common.emulator.WeChatEmulator: what users received
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +47,7 @@ def service(tmp_path_factory) -> RunningService:
         ingest(kb, [SAMPLE_CORPUS_DIR])
 
     _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     emulator = WeChatEmulator(settings.account_map(), base_url)
     # Logical CPUs: two applications share this instance, and the fakes need no real CPU.
@@ -62,7 +56,7 @@ def service(tmp_path_factory) -> RunningService:
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        with BackgroundServer(emulator_app(emulator), _free_port()) as platform:
+        with BackgroundServer(emulator_app(emulator), free_port()) as platform:
             args = {**app_args, "home": str(home), "model_store": str(settings.model_store_dir()),
                     "wechat_api_base": platform.url}
             serve.run(compose_app(args, options), name=APP_NAME, route_prefix="/")
@@ -93,7 +87,7 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
     light["ingress"]["num_replicas"] = 2  # retries must find the job whichever replica they reach
     base_url = f"{service.base_url}/sleepy"
     emulator = WeChatEmulator(settings.account_map(), base_url)
-    with BackgroundServer(emulator_app(emulator), _free_port()) as platform:
+    with BackgroundServer(emulator_app(emulator), free_port()) as platform:
         args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2}
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
         serve.run(app, name="sleepy", route_prefix="/sleepy")

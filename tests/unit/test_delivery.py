@@ -1,6 +1,15 @@
 from __future__ import annotations
 
-from functions.common.delivery import DeliveryPolicy
+import asyncio
+
+import pytest
+
+from functions.common.clock import FixedClock
+from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy
+from functions.common.ledger import ClaimLedger
+from functions.common.outbox import PENDING_QUEUE, Outbox
+from functions.common.records import InboundMessage, Reply
+from functions.common.state import SQLiteStateStore
 
 POLICY = DeliveryPolicy(window_s=4.5, deliveries=3, redelivery_interval_s=5.0, tokens_per_s=10, min_new_tokens=16, overhead_s=1.0)
 
@@ -17,3 +26,57 @@ def test_the_token_budget_shrinks_toward_the_last_window():
     assert POLICY.token_budget(100, now_s=100, max_new_tokens=96) == 96  # 13.5 s left: capped
     assert POLICY.token_budget(100, now_s=108, max_new_tokens=96) == 55  # 5.5 s left
     assert POLICY.token_budget(100, now_s=114, max_new_tokens=96) == 16  # never below the floor
+
+MESSAGE = InboundMessage("default", "gh", "o-user", 1, "text", msg_id="42", content="退货？")
+
+
+@pytest.fixture
+def parts(tmp_path):
+    clock = FixedClock(1_000_000)
+    store = SQLiteStateStore(tmp_path / "state.db", clock)
+    return clock, store, ClaimLedger(store, clock, ttl_s=3600, job_lease_s=60), Outbox(store, clock)
+
+
+def coordinator(parts, answer):
+    clock, _, ledger, outbox = parts
+    return DeliveryCoordinator(ledger, outbox, DeliveryPolicy(window_s=0.3), clock, answer, max_new_tokens=64, poll_s=0.01)
+
+
+def test_an_answer_no_delivery_carried_is_pushed_after_the_last_window(parts):
+    clock, store, ledger, _ = parts
+
+    async def scenario():
+        release = asyncio.Event()
+
+        async def answer(message, budget):
+            await release.wait()
+            return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+        delivering = coordinator(parts, answer)
+        delivery = asyncio.create_task(delivering.deliver(MESSAGE))
+        await asyncio.sleep(0.2)
+        delivery.cancel()  # WeChat hung up; Serve cancels the handler
+        clock.advance(20)  # every window has closed
+        release.set()
+        await delivering.drain()
+
+    asyncio.run(scenario())
+    assert ledger.lookup(MESSAGE.dedupe_key).state == "pushed"
+    assert [item_id for item_id, _ in store.lease(PENDING_QUEUE, now_s=2e6, lease_s=1, limit=5)][0].endswith(":0")
+
+
+def test_an_answer_a_delivery_carried_is_not_pushed(parts):
+    clock, store, ledger, outbox = parts
+
+    async def answer(message, budget):
+        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+    async def scenario():
+        delivering = coordinator(parts, answer)
+        outcome = await delivering.deliver(MESSAGE)
+        clock.advance(20)
+        await delivering.drain()
+        return outcome
+
+    assert asyncio.run(scenario()).kind == "passive"
+    assert ledger.lookup(MESSAGE.dedupe_key).served and outbox.backlog() == 0

@@ -90,3 +90,16 @@ def test_hand_off_loses_to_a_job_that_already_finished(ledger):
     ledger.complete(KEY, "job-1", Reply("<xml>answer</xml>"))
     entry = ledger.hand_off(KEY)
     assert entry.state == "done" and not entry.handoff  # serve the passive reply instead
+
+
+def test_an_unserved_reply_is_switched_to_pushed_and_a_served_one_is_not(ledger):
+    ledger.claim(KEY, "job-1")
+    ledger.complete(KEY, "job-1", Reply("<xml>answer</xml>"))
+    assert ledger.push_unserved(KEY, "job-1")  # no delivery carried it
+    assert ledger.mark_served(KEY).state == "pushed"  # a straggler must answer success now
+    other = ("default", "o-user", "24009")
+    ledger.claim(other, "job-2")
+    ledger.complete(other, "job-2", Reply("<xml>answer</xml>"))
+    assert ledger.mark_served(other).served
+    assert not ledger.push_unserved(other, "job-2")
+    assert ledger.lookup(other).state == "done"
