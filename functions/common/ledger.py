@@ -21,6 +21,7 @@ from functions.common.records import Reply
 from functions.common.state import StateStore
 
 KEY_PREFIX = "wxa:ledger:"
+CAS_ATTEMPTS = 20  # each lost compare-and-set means another delivery just updated the entry
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class ClaimLedger:
         key = ledger_key(dedupe_key)
         now_s = self._clock.now_s()
         mine = LedgerEntry(job_id, "in_flight", now_s + self._job_lease_s, first_seen_s=now_s)
-        for _ in range(5):  # lost races (expiry, a concurrent update) are retried
+        for _ in range(CAS_ATTEMPTS):  # lost races (expiry, a concurrent update) are retried
             if self._store.set_if_absent(key, mine.to_json(), self._ttl_s):
                 return Claim(True, mine)
             raw = self._store.get(key)
@@ -87,13 +88,15 @@ class ClaimLedger:
                 continue
             if self._store.compare_and_set(key, raw, counted.to_json(), self._ttl_s):
                 return Claim(False, counted)
-        return Claim(True, mine)  # the store keeps changing under us: answering beats losing
+        # The entry kept changing under us: take it over rather than risk nobody answering.
+        self._store.set(key, mine.to_json(), self._ttl_s)
+        return Claim(True, mine)
 
     def hand_off(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
         """Flag the job in flight to push its answer. Returns the entry after the attempt:
         flagged, or already finished (then the caller serves its reply instead)."""
         key = ledger_key(dedupe_key)
-        for _ in range(5):
+        for _ in range(CAS_ATTEMPTS):
             raw = self._store.get(key)
             if raw is None:
                 return None
@@ -110,7 +113,7 @@ class ClaimLedger:
         deliveries will serve it passively; ``pushed`` means the last delivery has gone and
         the caller must push it. None: the job was taken over meanwhile, drop it."""
         key = ledger_key(dedupe_key)
-        for _ in range(5):
+        for _ in range(CAS_ATTEMPTS):
             raw = self._store.get(key)
             if raw is None:  # expired under a very slow job: its deliveries are long gone
                 pushed = LedgerEntry(job_id, "pushed", 0.0, handoff=True)
@@ -143,7 +146,7 @@ class ClaimLedger:
     def _update(self, dedupe_key: tuple[str, str, str], change) -> LedgerEntry | None:
         """Apply ``change`` (entry -> new entry, or None for no change) by compare-and-set."""
         key = ledger_key(dedupe_key)
-        for _ in range(10):
+        for _ in range(CAS_ATTEMPTS):
             raw = self._store.get(key)
             if raw is None:
                 return None
