@@ -95,18 +95,9 @@ class ClaimLedger:
     def hand_off(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
         """Flag the job in flight to push its answer. Returns the entry after the attempt:
         flagged, or already finished (then the caller serves its reply instead)."""
-        key = ledger_key(dedupe_key)
-        for _ in range(CAS_ATTEMPTS):
-            raw = self._store.get(key)
-            if raw is None:
-                return None
-            current = LedgerEntry.from_json(raw)
-            if current.state != "in_flight" or current.handoff:
-                return current
-            flagged = replace(current, handoff=True)
-            if self._store.compare_and_set(key, raw, flagged.to_json(), self._ttl_s):
-                return flagged
-        return self.lookup(dedupe_key)
+        return self._update(
+            dedupe_key, lambda e: replace(e, handoff=True) if e.state == "in_flight" and not e.handoff else None
+        )
 
     def complete(self, dedupe_key: tuple[str, str, str], job_id: str, reply: Reply) -> LedgerEntry | None:
         """Record the finished job. The result says what to do with the answer: ``done`` means
