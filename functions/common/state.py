@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -76,16 +77,30 @@ class SQLiteStateStore:
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()  # one connection, shared by a replica's threads
         self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
-        )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS queue (queue TEXT NOT NULL, item_id TEXT NOT NULL, payload TEXT NOT NULL,"
-            " due_at REAL NOT NULL, PRIMARY KEY (queue, item_id))"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS queue_due ON queue (queue, due_at)")
+        self._initialise(busy_timeout_s)
+
+    def _initialise(self, busy_timeout_s: float) -> None:
+        """Switch to WAL and create the tables. Replicas starting together race for a fresh
+        file, and switching journal modes fails at once with "database is locked" instead of
+        waiting on the busy timeout: retry until it passes."""
+        deadline_s = time.monotonic() + busy_timeout_s * 2
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
+                )
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS queue (queue TEXT NOT NULL, item_id TEXT NOT NULL, payload TEXT NOT NULL,"
+                    " due_at REAL NOT NULL, PRIMARY KEY (queue, item_id))"
+                )
+                self._db.execute("CREATE INDEX IF NOT EXISTS queue_due ON queue (queue, due_at)")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline_s:
+                    raise
+                time.sleep(0.05)
 
     def get(self, key: str) -> str | None:
         with self._lock:

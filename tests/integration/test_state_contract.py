@@ -165,3 +165,30 @@ def test_racing_workers_never_lease_the_same_item(store):
     for thread in threads:
         thread.join()
     assert sorted(taken) == sorted(f"item-{index}" for index in range(40))  # each exactly once
+
+
+def _open_and_write(path: str, name: str, start, results) -> None:
+    start.wait()
+    try:
+        store = open_state_store(f"sqlite://{path}")
+        store.set(f"opened:{name}", "yes", ttl_s=30)
+        store.close()
+        results.put((name, "ok"))
+    except Exception as exc:  # reported, not raised: the parent asserts on it
+        results.put((name, f"{type(exc).__name__}: {exc}"))
+
+
+def test_replicas_opening_a_fresh_sqlite_store_together_all_succeed(tmp_path):
+    """Replicas start together and race to create the file and switch it to WAL."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    path = str(tmp_path / "fresh" / "state.db")
+    workers = [context.Process(target=_open_and_write, args=(path, f"r{i}", start, results)) for i in range(12)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1.0)
+    start.set()
+    outcomes = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert all(outcome == "ok" for _, outcome in outcomes), outcomes
