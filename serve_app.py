@@ -30,13 +30,13 @@ from functions.common.outbox import Outbox
 from functions.common.records import InboundMessage, Rejection, Reply, Route
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
+from functions.encrypt.core import NO_REPLY
 from observability.logs import configure_logging, hashed_user, log_event, logger
 
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
 APP_NAME = "wxassist"
 DEFAULT_EMULATOR_URL = "http://127.0.0.1:8001"
-NO_PASSIVE_REPLY = "success"
 
 # ---- the ingress -----------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ class Ingress:
         if outcome.kind == "passive" and outcome.reply is not None:
             return Response(outcome.reply.body, media_type=outcome.reply.content_type)
         if outcome.kind == "success":
-            return Response(NO_PASSIVE_REPLY, media_type="text/plain")
+            return Response(NO_REPLY.body, media_type=NO_REPLY.content_type)
         # Still being answered: not an empty 200, which would tell WeChat to stop delivering.
         return JSONResponse({"error": "InProgress", "reason": "the answer is still being prepared"}, status_code=503)
 
@@ -156,7 +156,7 @@ class Ingress:
             intent = await self._intent.classify.remote(message)
             details["route"] = intent.route.value
             if intent.route is Route.IGNORE:
-                return Reply(NO_PASSIVE_REPLY, content_type="text/plain"), details
+                return NO_REPLY, details
             if intent.route is Route.HANDOFF and self._handoff_transfer:
                 return await self._encrypt.handoff_reply.remote(message, self._handoff_text), details
             if intent.reply is not None:
@@ -181,7 +181,7 @@ class Ingress:
                 return await self._encrypt.text_reply.remote(message, self._failure_text), details
             except Exception as second:
                 _log_failure("failure reply", second)
-                return Reply(NO_PASSIVE_REPLY, content_type="text/plain"), details
+                return NO_REPLY, details
 
 
 def http_app(ingress: Ingress) -> FastAPI:
@@ -318,7 +318,7 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     emulator = None
     if dev_credentials is not None and "WXA_WECHAT_API_BASE" not in os.environ:
         # Development: WeChat is the emulator, so pushed answers land somewhere you can see.
-        emulator = _start_emulator(load_settings(), base_url, opts.emulator_port or port + 1)
+        emulator = _start_emulator(settings, base_url, opts.emulator_port or port + 1)
         os.environ["WXA_WECHAT_API_BASE"] = emulator.url
     import ray
     from ray import serve

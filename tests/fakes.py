@@ -13,7 +13,7 @@ class EchoEngine:
 
     model_name = "echo"
 
-    def __init__(self, answer: str = "七天无理由退货。", tokens_per_char: int = 1):
+    def __init__(self, answer: str = "七天无理由退货。"):
         self.answer = answer
         self.calls: list[tuple[list[Message], int]] = []
 

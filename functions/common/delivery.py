@@ -22,6 +22,7 @@ from typing import Literal
 from functions.common.clock import Clock
 from functions.common.ledger import ClaimLedger, LedgerEntry
 from functions.common.outbox import Outbox, OutboxItem
+from functions.common.platform import DELIVERY_ATTEMPTS, DELIVERY_TIMEOUT_S, REDELIVERY_INTERVAL_S
 from functions.common.records import InboundMessage, Reply
 
 logger = logging.getLogger("wxassist.delivery")
@@ -30,9 +31,9 @@ RECORD_ATTEMPTS = 8
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    window_s: float = 4.5  # how long one delivery waits; WeChat gives up at 5 s
-    deliveries: int = 3
-    redelivery_interval_s: float = 5.0
+    window_s: float = DELIVERY_TIMEOUT_S - 0.5  # how long one delivery waits before WeChat gives up
+    deliveries: int = DELIVERY_ATTEMPTS
+    redelivery_interval_s: float = REDELIVERY_INTERVAL_S
     tokens_per_s: float = 12.0  # generate's measured speed (2-core CPU demo: ≈12)
     min_new_tokens: int = 16
     overhead_s: float = 1.0  # prompt, retrieval and the hops around generation

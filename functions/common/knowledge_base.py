@@ -80,7 +80,9 @@ class KnowledgeBase:
         self._embedder = embedder
         self._is_local = "://" not in uri
         self._client = _connect(uri)
-        if self._client.has_collection(collection):  # a reopened collection starts released
+        # Known once true (collections are never dropped here), so searches skip the check.
+        self._collection_exists = bool(self._client.has_collection(collection))
+        if self._collection_exists:  # a reopened collection starts released
             self._client.load_collection(collection)
 
     def close(self) -> None:
@@ -103,7 +105,7 @@ class KnowledgeBase:
     def ensure_collection(self) -> None:
         from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-        if self._client.has_collection(self._collection):
+        if self.has_collection():
             return
         schema = MilvusClient.create_schema(auto_id=False)
         schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=96)
@@ -132,9 +134,12 @@ class KnowledgeBase:
         index.add_index("dense", index_type="FLAT", metric_type="COSINE")
         index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         self._client.create_collection(self._collection, schema=schema, index_params=index)
+        self._collection_exists = True
 
     def has_collection(self) -> bool:
-        return bool(self._client.has_collection(self._collection))
+        if not self._collection_exists:
+            self._collection_exists = bool(self._client.has_collection(self._collection))
+        return self._collection_exists
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -148,7 +153,8 @@ class KnowledgeBase:
         self.delete_document(doc_id)
         if not chunks:
             return
-        vectors = self._embedder.embed([_indexed_text(chunk) for chunk in chunks])
+        texts = [_indexed_text(chunk) for chunk in chunks]
+        vectors = self._embedder.embed(texts)
         rows = [
             {
                 "chunk_id": chunk.chunk_id,
@@ -156,10 +162,10 @@ class KnowledgeBase:
                 "doc_hash": chunk.doc_hash,
                 "source": clip_utf8(chunk.source, MAX_SOURCE_BYTES),
                 "title": clip_utf8(chunk.title, MAX_TITLE_BYTES),
-                "text": clip_utf8(_indexed_text(chunk), MAX_TEXT_BYTES),
+                "text": clip_utf8(text, MAX_TEXT_BYTES),
                 "dense": vector,
             }
-            for chunk, vector in zip(chunks, vectors, strict=True)
+            for chunk, text, vector in zip(chunks, texts, vectors, strict=True)
         ]
         self._client.insert(self._collection, rows)
 

@@ -17,6 +17,7 @@ from functions.common.settings import AccountConfig
 from functions.common.wechat_crypto import MessageCipher, sha1_signature, signature_matches
 
 MAX_REPLY_BYTES = 1024 * 1024
+# WeChat's delivery timing, shared by the emulator and the service's DeliveryPolicy.
 DELIVERY_ATTEMPTS = 3
 DELIVERY_TIMEOUT_S = 5.0
 REDELIVERY_INTERVAL_S = 5.0

@@ -20,6 +20,7 @@ from functions.common.wechat_crypto import MessageCipher, sha1_signature
 
 WECHAT_TEXT_LIMIT_BYTES = 2048
 NO_PASSIVE_REPLY = "success"
+NO_REPLY = Reply(body=NO_PASSIVE_REPLY, content_type="text/plain")  # WeChat: nothing to say passively
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;…\n])|(?<=[.])(?=\s)")
 _FENCE = "```"
 
@@ -122,7 +123,7 @@ class ReplySealer:
     def text_reply(self, message: InboundMessage, text: str) -> Reply:
         parts = tuple(split_for_wechat(text))
         if not parts:
-            return Reply(body=NO_PASSIVE_REPLY, content_type="text/plain")
+            return NO_REPLY
         xml = self._reply_xml(message, "text", f"<Content>{cdata(parts[0])}</Content>")
         return Reply(body=self._seal(message, xml), parts=parts)
 
@@ -137,9 +138,6 @@ class ReplySealer:
             return self.text_reply(message, fallback_text)
         xml = self._reply_xml(message, "transfer_customer_service", "")
         return Reply(body=self._seal(message, xml))
-
-    def no_reply(self) -> Reply:
-        return Reply(body=NO_PASSIVE_REPLY, content_type="text/plain")
 
     def _reply_xml(self, message: InboundMessage, msg_type: str, payload: str) -> str:
         return (

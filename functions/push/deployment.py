@@ -27,9 +27,8 @@ class PushServer:
         settings = load_settings(**(settings_overrides or {}))
         clock = clock or SystemClock()
         store = open_state_store(settings.state_location(), clock)
-        self._outbox = Outbox(store, clock)
         sender = sender or WeChatSender(settings.account_map(), store, settings.wechat_api_base)
-        self._worker = PushWorker(self._outbox, sender, store)
+        self._worker = PushWorker(Outbox(store, clock), sender, store)
         self._poll_s = settings.push_poll_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain_forever, name="outbox-drain", daemon=True)
@@ -38,9 +37,6 @@ class PushServer:
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
-
-    def backlog(self) -> dict[str, int]:
-        return {"pending": self._outbox.backlog(), "dead_letters": self._outbox.dead_letters()}
 
     def _drain_forever(self) -> None:
         while not self._stop.wait(self._poll_s):
