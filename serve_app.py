@@ -24,7 +24,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from functions.common.clock import Clock, SystemClock
 from functions.common.errors import WxAssistError
-from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy
+from functions.common.continuation import ContinuationStore, continued_text, is_continue_request
+from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow, Overflow, PushOverflow
 from functions.common.ledger import ClaimLedger
 from functions.common.outbox import Outbox
 from functions.common.records import InboundMessage, Rejection, Reply, Route
@@ -60,9 +61,18 @@ class Ingress:
         configure_logging(settings.log_level)
         clock = clock or SystemClock()
         store = open_state_store(settings.state_location(), clock)
+        self._continuations = ContinuationStore(
+            store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=2 * settings.job_lease_s
+        )
+        self._passive_only = {name for name, account in settings.account_map().items() if account.strategy == "passive-only"}
+        pushed, held = PushOverflow(Outbox(store, clock), clock), HeldOverflow(self._continuations, self._pending_reply)
+
+        def overflow(account: str) -> Overflow:
+            return held if account in self._passive_only else pushed
+
         self._delivery = DeliveryCoordinator(
             ClaimLedger(store, clock, ttl_s=settings.ledger_ttl_s, job_lease_s=settings.job_lease_s),
-            Outbox(store, clock),
+            overflow,
             DeliveryPolicy(window_s=settings.delivery_window_s, tokens_per_s=settings.generate_tokens_per_s),
             clock,
             self._answer_job,
@@ -79,6 +89,11 @@ class Ingress:
         self._no_answer_text = settings.no_answer_text
         self._handoff_text = settings.handoff_text
         self._handoff_transfer = settings.handoff_transfer
+        self._continue_keyword = settings.continue_keyword
+        self._continue_hint = settings.continue_hint_text
+        self._continue_pending_text = settings.continue_pending_text
+        self._continue_empty_text = settings.continue_empty_text
+        self._continue_wait_s = settings.continue_wait_s
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve builds the HTTP app in the replica, after ``__init__``; routes are closures
@@ -153,6 +168,9 @@ class Ingress:
         """The reply, and what the log line should say about how it was made."""
         details: dict[str, Any] = {"route": "error"}
         try:
+            if message.account in self._passive_only and is_continue_request(message, self._continue_keyword):
+                details["route"] = "continue"
+                return await self._continue(message), details
             intent = await self._intent.classify.remote(message)
             details["route"] = intent.route.value
             if intent.route is Route.IGNORE:
@@ -182,6 +200,24 @@ class Ingress:
             except Exception as second:
                 _log_failure("failure reply", second)
                 return NO_REPLY, details
+
+
+    async def _continue(self, message: InboundMessage) -> Reply:
+        """"继续" on a passive-only account: the next held part, waiting a while for an answer
+        still being prepared (within this message's own delivery windows)."""
+        give_up_at = time.monotonic() + self._continue_wait_s
+        part = await asyncio.to_thread(self._continuations.take, message)
+        while part.kind == "pending" and time.monotonic() < give_up_at:
+            await asyncio.sleep(0.25)
+            part = await asyncio.to_thread(self._continuations.take, message)
+        if part.kind == "part":
+            return await self._encrypt.part_reply.remote(message, continued_text(part, self._continue_hint))
+        text = self._continue_pending_text if part.kind == "pending" else self._continue_empty_text
+        return await self._encrypt.text_reply.remote(message, text)
+
+    async def _pending_reply(self, message: InboundMessage) -> Reply:
+        """What a passive-only account's last delivery says while the answer is still coming."""
+        return await self._encrypt.text_reply.remote(message, self._continue_pending_text)
 
 
 def http_app(ingress: Ingress) -> FastAPI:

@@ -3,9 +3,11 @@
 WeChat waits about 5 s for each delivery and tries three times, about 5 s apart, so a
 message's passive reply can arrive until about 15 s after the first delivery. Every delivery
 waits for the answer inside its own window. When the last one cannot wait any longer, it
-answers ``success`` (no passive reply, and no further deliveries) and the answer is pushed
-through the customer-service API instead. The generation budget is what fits before the
-last window closes.
+answers for the job and hands it off. Where the answer then goes, and where the parts a passive
+reply cannot carry go, is the account's overflow: ``PushOverflow`` (passive-then-push) answers
+``success`` and pushes through the customer-service API; ``HeldOverflow`` (passive-only)
+answers "reply 继续 later" and holds the answer for the user to fetch. The generation budget
+is what fits before the last window closes.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from functions.common.clock import Clock
+from functions.common.continuation import ContinuationStore
 from functions.common.ledger import ClaimLedger, LedgerEntry
 from functions.common.outbox import Outbox, OutboxItem
 from functions.common.platform import DELIVERY_ATTEMPTS, DELIVERY_TIMEOUT_S, REDELIVERY_INTERVAL_S
@@ -65,20 +68,67 @@ class Outcome:
 Answerer = Callable[[InboundMessage, int], Awaitable[Reply]]
 
 
+class Overflow(Protocol):
+    """Where an account's answers go when a passive reply cannot carry them."""
+
+    async def hold(self, message: InboundMessage, job_id: str, parts: tuple[str, ...], first_part: int) -> None:
+        """Deliver ``parts[first_part:]`` some other way; safe to call twice for one job."""
+        ...
+
+    async def handed_off(self, message: InboundMessage, job_id: str) -> Reply | None:
+        """What the last delivery answers while the job is still running (None: ``success``)."""
+        ...
+
+
+class PushOverflow:
+    """passive-then-push: through the outbox to the customer-service API. Item ids are the
+    idempotency keys, so holding a part twice queues it once."""
+
+    def __init__(self, outbox: Outbox, clock: Clock):
+        self._outbox = outbox
+        self._clock = clock
+
+    async def hold(self, message: InboundMessage, job_id: str, parts: tuple[str, ...], first_part: int) -> None:
+        for index, text in enumerate(parts[first_part:], start=first_part):
+            item = OutboxItem(f"{job_id}:{index}", message.account, message.from_user, text, self._clock.now_s())
+            await asyncio.to_thread(self._outbox.put, item)
+
+    async def handed_off(self, message: InboundMessage, job_id: str) -> Reply | None:
+        return None
+
+
+class HeldOverflow:
+    """passive-only: held for "继续"; the last delivery tells the user to come back for it."""
+
+    def __init__(self, continuations: ContinuationStore, placeholder: Callable[[InboundMessage], Awaitable[Reply]]):
+        self._continuations = continuations
+        self._placeholder = placeholder
+
+    async def hold(self, message: InboundMessage, job_id: str, parts: tuple[str, ...], first_part: int) -> None:
+        if first_part > 0 and len(parts) <= first_part:
+            return  # served whole, never handed off: nothing to hold and no pending mark to clear
+        await asyncio.to_thread(self._continuations.hold, message, job_id, tuple(parts[first_part:]))
+
+    async def handed_off(self, message: InboundMessage, job_id: str) -> Reply | None:
+        await asyncio.to_thread(self._continuations.expect, message, job_id)
+        return await self._placeholder(message)
+
+
 class DeliveryCoordinator:
     """Turns WeChat's deliveries of one message into exactly one answer.
 
     The first delivery claims the message and starts its job in the background; every
     delivery (that one included) then waits for the answer inside its own window. A finished
-    job's first reply part goes back passively and the rest to the outbox; if the last
-    delivery cannot wait, it hands the job off and the whole answer is pushed. The ledger's
-    compare-and-set decides between the two, so an answer is never both served and pushed.
+    job's first reply part goes back passively and the rest to the account's overflow; if the
+    last delivery cannot wait, it hands the job off and the whole answer overflows. The
+    ledger's compare-and-set decides between the two, so an answer is never both served and
+    overflowed.
     """
 
     def __init__(
         self,
         ledger: ClaimLedger,
-        outbox: Outbox,
+        overflow: Callable[[str], Overflow],
         policy: DeliveryPolicy,
         clock: Clock,
         answer: Answerer,
@@ -87,7 +137,7 @@ class DeliveryCoordinator:
         poll_s: float = 0.1,
     ):
         self._ledger = ledger
-        self._outbox = outbox
+        self._overflow = overflow  # by account name
         self._policy = policy
         self._clock = clock
         self._answer = answer
@@ -118,8 +168,8 @@ class DeliveryCoordinator:
             entry = await self._lookup(message) or entry
         if entry.state == "in_flight" and self._policy.is_last_delivery(entry.deliveries, entry.first_seen_s, arrived_s):
             entry = await asyncio.to_thread(self._ledger.hand_off, message.dedupe_key) or entry
-            if entry.state != "done":
-                return Outcome("success", deliveries=entry.deliveries)  # the job will push it
+            if entry.state != "done":  # the job will hand its answer to the overflow
+                return await self._handed_off(message, entry)
         if entry.state == "done":
             entry = await asyncio.to_thread(self._ledger.mark_served, message.dedupe_key) or entry
         if entry.state == "done":
@@ -127,6 +177,16 @@ class DeliveryCoordinator:
         if entry.state == "pushed":
             return Outcome("success", deliveries=entry.deliveries)
         return Outcome("not_yet", deliveries=entry.deliveries)
+
+    async def _handed_off(self, message: InboundMessage, entry: LedgerEntry) -> Outcome:
+        try:
+            reply = await self._overflow(message.account).handed_off(message, entry.job_id)
+        except Exception:  # the answer still reaches the overflow; only the notice is lost
+            logger.exception("job %s: the hand-off notice failed", entry.job_id)
+            reply = None
+        if reply is None:
+            return Outcome("success", deliveries=entry.deliveries)
+        return Outcome("passive", reply, entry.deliveries)
 
     async def _record(self, message: InboundMessage, entry: LedgerEntry, reply: Reply) -> LedgerEntry | None:
         """Record the finished job; a store hiccup is retried, since losing the record would
@@ -154,27 +214,25 @@ class DeliveryCoordinator:
         if finished is None:
             logger.warning("job %s was taken over; its answer is dropped", entry.job_id)
             return
-        # Served passively: only the later parts of a long answer are pushed. Handed off: all.
-        await self._push(message, entry.job_id, reply, first_part=0 if finished.state == "pushed" else 1)
+        # Served passively: only the later parts of a long answer overflow. Handed off: all.
+        await self._hold(message, entry.job_id, reply, first_part=0 if finished.state == "pushed" else 1)
         if finished.state == "done":  # a separate task: deliveries wait on this job, not on that
             self._track(asyncio.create_task(self._push_if_unserved(message, entry, reply), context=contextvars.Context()))
 
     async def _push_if_unserved(self, message: InboundMessage, entry: LedgerEntry, reply: Reply) -> None:
         """WeChat may have hung up on every delivery (an overloaded ingress answers after its
         5 s): then nobody carried the passive reply. Once the last window has closed, an
-        unserved answer is pushed instead; item ids make re-queuing the later parts harmless."""
+        unserved answer overflows whole; holding the later parts again is harmless."""
         deadline_s = self._policy.passive_deadline_s(entry.first_seen_s) + 1.0
         while (left_s := deadline_s - self._clock.now_s()) > 0:  # re-read: the clock is injected
             await asyncio.sleep(min(left_s, 0.5))
         if await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, entry.job_id):
-            logger.warning("job %s: no delivery carried its reply; pushing it", entry.job_id)
-            await self._push(message, entry.job_id, reply, first_part=0)
+            logger.warning("job %s: no delivery carried its reply; it overflows", entry.job_id)
+            await self._hold(message, entry.job_id, reply, first_part=0)
 
     def _track(self, task: asyncio.Task) -> None:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _push(self, message: InboundMessage, job_id: str, reply: Reply, *, first_part: int) -> None:
-        for index, text in enumerate(reply.parts[first_part:], start=first_part):
-            item = OutboxItem(f"{job_id}:{index}", message.account, message.from_user, text, self._clock.now_s())
-            await asyncio.to_thread(self._outbox.put, item)
+    async def _hold(self, message: InboundMessage, job_id: str, reply: Reply, *, first_part: int) -> None:
+        await self._overflow(message.account).hold(message, job_id, reply.parts, first_part)

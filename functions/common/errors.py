@@ -13,7 +13,8 @@
     │   └── AppIdMismatch               403  plaintext addressed to another appid / corp id
     ├── KnowledgeBaseError          the knowledge base cannot be opened or used
     │   └── KnowledgeBaseBusy           Milvus Lite file held by another process
-    └── ModelError                  model files missing or unusable
+    ├── ModelError                  model files missing or unusable
+    └── StateContention             a shared record kept changing under compare-and-set
 
 Errors become user-facing text or HTTP statuses only at the edges (the ingress and the CLI).
 A rejection's ``reason`` is safe to log: it never contains message content or secrets.
@@ -80,3 +81,7 @@ class KnowledgeBaseBusy(KnowledgeBaseError):
 
 class ModelError(WxAssistError):
     pass
+
+
+class StateContention(WxAssistError):
+    """A shared record kept changing under compare-and-set; the caller may retry later."""

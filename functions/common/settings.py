@@ -31,6 +31,10 @@ from functions.common.errors import ConfigurationError
 DEFAULT_ACCOUNT = "default"
 DEV_CREDENTIALS_FILE = "dev-credentials.json"
 AccountKind = Literal["mp", "wecom"]
+# passive-then-push: what a passive reply cannot carry is pushed through the customer-service
+# API (needs that permission: verified Official Accounts, WeCom apps). passive-only: it is
+# held for the user to fetch with "继续" (unverified accounts, which cannot push).
+DeliveryStrategy = Literal["passive-then-push", "passive-only"]
 
 DEFAULT_SYSTEM_PROMPT = (
     "你是青禾家居的微信客服助手。只根据“参考资料”回答用户的问题，回答简洁、礼貌，使用中文。"
@@ -49,6 +53,7 @@ class AccountConfig(BaseModel):
     appid: str  # WeCom: the corp id
     secret: SecretStr | None = None
     agent_id: int | None = None  # WeCom: the self-built app's AgentId, needed to push
+    strategy: DeliveryStrategy = "passive-then-push"
 
     @field_validator("aes_key")
     @classmethod
@@ -88,6 +93,7 @@ class Settings(BaseSettings):
     wechat_appid: str | None = None
     wechat_secret: SecretStr | None = None
     wechat_agent_id: int | None = None
+    wechat_strategy: DeliveryStrategy = "passive-then-push"
     wechat_api_base: str = "https://api.weixin.qq.com"
     accounts: list[AccountConfig] = []
 
@@ -104,6 +110,10 @@ class Settings(BaseSettings):
     delivery_window_s: float = 4.5  # how long one delivery waits for the answer (WeChat: 5 s)
     generate_tokens_per_s: float = 12.0  # for the token budget left before the last window
     push_poll_s: float = 0.5  # how often a push replica looks for due outbox items
+    # passive-only accounts: how long held answers wait for "继续", and how long a "继续"
+    # waits for an answer still being prepared (inside its own delivery windows).
+    continuation_ttl_s: float = 86400.0
+    continue_wait_s: float = 10.0
 
     # Knowledge base: a Milvus Lite directory by default, or http://host:19530 for a server.
     kb_uri: str | None = None
@@ -139,7 +149,25 @@ class Settings(BaseSettings):
     no_answer_text: str = "抱歉，知识库里没有找到相关内容。您可以换个说法，或发送“人工”联系客服。"
     thanks_text: str = "不客气，还有什么可以帮您？"
     goodbye_text: str = "再见，祝您生活愉快！"
+    continue_keyword: str = "继续"
+    continue_hint_text: str = "（内容较长，回复“继续”查看后续）"
+    continue_pending_text: str = "答案还在准备中，请稍后回复“继续”获取。"
+    continue_empty_text: str = "目前没有需要继续的内容，请直接发送您的问题。"
     menu: dict[str, str] = {}
+
+    @field_validator("continue_hint_text")
+    @classmethod
+    def _hint_leaves_room_for_the_answer(cls, value: str) -> str:
+        if len(value.encode("utf-8")) > 200:
+            raise ValueError("must be at most 200 UTF-8 bytes: it is added to a 2048-byte reply")
+        return value
+
+    @field_validator("continue_keyword")
+    @classmethod
+    def _keyword_is_a_word(cls, value: str) -> str:
+        if not any(char.isalnum() for char in value):
+            raise ValueError("must contain a letter, digit or character, not only punctuation")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -196,9 +224,12 @@ class Settings(BaseSettings):
                 appid=self.wechat_appid,
                 secret=self.wechat_secret,
                 agent_id=self.wechat_agent_id,
+                strategy=self.wechat_strategy,
             )
         dev = read_dev_credentials(self.home_dir())
-        return None if dev is None else AccountConfig(name=DEFAULT_ACCOUNT, **dev)
+        if dev is None:
+            return None
+        return AccountConfig(name=DEFAULT_ACCOUNT, **{"strategy": self.wechat_strategy, **dev})
 
     def account_map(self) -> dict[str, AccountConfig]:
         accounts = {account.name: account for account in self.accounts}

@@ -2,7 +2,10 @@
 
 Text replies are cut into parts of at most 2048 UTF-8 bytes at sentence boundaries, never
 inside a fenced code block (a block too big for one part is re-fenced in each part). The
-first part goes back passively; later parts are for the push path. Replies to safe-mode
+first part goes back passively; later parts are pushed, or, for a ``passive-only`` account,
+held for "继续" (functions/common/continuation.py): there every part leaves room for the
+label and hint a held part is shown with, and a first part with more to come carries the
+hint. Replies to safe-mode
 callbacks are AES-encrypted and signed; plain-mode callbacks get plain XML.
 """
 
@@ -12,6 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from functions.common.clock import Clock, RandomSource
+from functions.common.continuation import hint_reserve_bytes
 from functions.common.errors import UnknownAccount
 from functions.common.records import InboundMessage, Reply
 from functions.common.safe_xml import cdata
@@ -115,17 +119,32 @@ def _size(text: str) -> int:
 class ReplySealer:
     """Pure core of the encrypt function: clock and random source injected."""
 
-    def __init__(self, accounts: Mapping[str, AccountConfig], clock: Clock, random: RandomSource):
+    def __init__(
+        self, accounts: Mapping[str, AccountConfig], clock: Clock, random: RandomSource, *, continue_hint: str = ""
+    ):
         self._accounts = dict(accounts)
         self._clock = clock
         self._random = random
+        self._continue_hint = continue_hint
 
     def text_reply(self, message: InboundMessage, text: str) -> Reply:
-        parts = tuple(split_for_wechat(text))
+        account = self._accounts.get(message.account)
+        holds_the_rest = account is not None and account.strategy == "passive-only"
+        limit = WECHAT_TEXT_LIMIT_BYTES - (hint_reserve_bytes(self._continue_hint) if holds_the_rest else 0)
+        parts = tuple(split_for_wechat(text, limit))
         if not parts:
             return NO_REPLY
-        xml = self._reply_xml(message, "text", f"<Content>{cdata(parts[0])}</Content>")
-        return Reply(body=self._seal(message, xml), parts=parts)
+        first = f"{parts[0]}\n\n{self._continue_hint}" if holds_the_rest and len(parts) > 1 else parts[0]
+        return Reply(body=self._seal(message, self._text_xml(message, first)), parts=parts)
+
+    def part_reply(self, message: InboundMessage, text: str) -> Reply:
+        """One text already cut to size (a held part with its label): sealed as it is."""
+        if _size(text) > WECHAT_TEXT_LIMIT_BYTES:  # held parts leave room by construction
+            raise ValueError(f"a {_size(text)}-byte part is over WeChat's {WECHAT_TEXT_LIMIT_BYTES} bytes")
+        return Reply(body=self._seal(message, self._text_xml(message, text)), parts=(text,))
+
+    def _text_xml(self, message: InboundMessage, text: str) -> str:
+        return self._reply_xml(message, "text", f"<Content>{cdata(text)}</Content>")
 
     def handoff_reply(self, message: InboundMessage, fallback_text: str) -> Reply:
         """Hand the conversation to the account's human agents (客服系统).

@@ -18,7 +18,9 @@ class EncryptServer:
         random: RandomSource | None = None,
     ):
         settings = load_settings(**(settings_overrides or {}))
-        self._core = ReplySealer(settings.account_map(), clock or SystemClock(), random or SecureRandom())
+        self._core = ReplySealer(
+            settings.account_map(), clock or SystemClock(), random or SecureRandom(), continue_hint=settings.continue_hint_text
+        )
 
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
@@ -26,6 +28,9 @@ class EncryptServer:
 
     def text_reply(self, message: InboundMessage, text: str, sources: tuple[str, ...] = ()) -> Reply:
         return self._core.text_reply(message, render_answer_text(text, sources))
+
+    def part_reply(self, message: InboundMessage, text: str) -> Reply:
+        return self._core.part_reply(message, text)
 
     def handoff_reply(self, message: InboundMessage, fallback_text: str) -> Reply:
         return self._core.handoff_reply(message, fallback_text)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from functions.common.emulator import WeChatEmulator, emulator_app
 from functions.common.platform_api import BackgroundServer
@@ -80,13 +81,19 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
     home = tmp_path_factory.mktemp("wxassist-sleepy")
     shutil.copy(service.home / "dev-credentials.json", home / "dev-credentials.json")
     settings = Settings(home=home)
+    # A second account, an unverified Official Account: no customer-service API, passive-only.
+    lite = AccountConfig(name="lite", token="lite-token", aes_key="L" * 43, appid="wxlite0001", strategy="passive-only")
+    config = home / "accounts.yaml"
+    config.write_text(yaml.safe_dump({"accounts": [{**lite.model_dump(), "token": "lite-token", "aes_key": "L" * 43}]}))
     with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
     _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
-    light = {name: {**opts, "ray_actor_options": {"num_cpus": 0.01}} for name, opts in options.items()}
+    # Accounts (secrets) reach replicas only through the environment or WXA_CONFIG.
+    replica_env = {"runtime_env": {"env_vars": {"WXA_CONFIG": str(config), "PYTHONPATH": str(REPO)}}}
+    light = {name: {**opts, "ray_actor_options": {"num_cpus": 0.01, **replica_env}} for name, opts in options.items()}
     light["ingress"]["num_replicas"] = 2  # retries must find the job whichever replica they reach
     base_url = f"{service.base_url}/sleepy"
-    emulator = WeChatEmulator(settings.account_map(), base_url)
+    emulator = WeChatEmulator({**settings.account_map(), "lite": lite}, base_url)
     with BackgroundServer(emulator_app(emulator), free_port()) as platform:
         args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2}
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from functions.common.clock import FixedClock
-from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy
+from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, PushOverflow
 from functions.common.ledger import ClaimLedger
 from functions.common.outbox import PENDING_QUEUE, Outbox
 from functions.common.records import InboundMessage, Reply
@@ -39,7 +39,10 @@ def parts(tmp_path):
 
 def coordinator(parts, answer):
     clock, _, ledger, outbox = parts
-    return DeliveryCoordinator(ledger, outbox, DeliveryPolicy(window_s=0.3), clock, answer, max_new_tokens=64, poll_s=0.01)
+    pushed = PushOverflow(outbox, clock)
+    return DeliveryCoordinator(
+        ledger, lambda account: pushed, DeliveryPolicy(window_s=0.3), clock, answer, max_new_tokens=64, poll_s=0.01
+    )
 
 
 def test_an_answer_no_delivery_carried_is_pushed_after_the_last_window(parts):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from functions.common.clock import FixedClock, SecureRandom
+from functions.common.continuation import hint_reserve_bytes
 from functions.common.platform import PlatformSimulator
 from functions.common.records import InboundMessage
 from functions.encrypt.core import (
@@ -118,3 +119,34 @@ def test_handoff_is_a_transfer_for_official_accounts_and_text_for_wecom(mp_accou
         sealer.handoff_reply(inbound(account="corp"), "请稍候").body
     )
     assert wecom_reply["MsgType"] == "text" and wecom_reply["Content"] == "请稍候"
+
+
+HINT = "（内容较长，回复“继续”查看后续）"
+
+
+@pytest.fixture
+def passive_only_sealer(mp_account) -> ReplySealer:
+    account = mp_account.model_copy(update={"strategy": "passive-only"})
+    return ReplySealer({"default": account}, FixedClock(NOW_S), SecureRandom(), continue_hint=HINT)
+
+
+def test_passive_only_first_part_tells_the_user_to_reply_continue(passive_only_sealer, mp_account):
+    text = "这是一个很长的回答。" * 300
+    reply = passive_only_sealer.text_reply(inbound(), text)
+    shown = PlatformSimulator(mp_account, FixedClock(NOW_S)).open_reply(reply.body)["Content"]
+    assert shown == f"{reply.parts[0]}\n\n{HINT}" and size(shown) <= WECHAT_TEXT_LIMIT_BYTES
+    assert "".join(reply.parts) == text
+    assert all(size(part) <= WECHAT_TEXT_LIMIT_BYTES - hint_reserve_bytes(HINT) for part in reply.parts)
+
+
+def test_passive_only_short_answer_has_no_hint(passive_only_sealer, mp_account):
+    reply = passive_only_sealer.text_reply(inbound(), "七天无理由退货。")
+    assert PlatformSimulator(mp_account, FixedClock(NOW_S)).open_reply(reply.body)["Content"] == "七天无理由退货。"
+
+
+def test_a_held_part_is_sealed_as_it_is_and_an_oversized_one_is_refused(passive_only_sealer, mp_account):
+    held = "（接上条：退货？）\n第二段。\n\n" + HINT
+    reply = passive_only_sealer.part_reply(inbound(), held)
+    assert PlatformSimulator(mp_account, FixedClock(NOW_S)).open_reply(reply.body)["Content"] == held
+    with pytest.raises(ValueError, match="over WeChat"):
+        passive_only_sealer.part_reply(inbound(), "长" * 700)

@@ -52,3 +52,20 @@ def test_environment_credentials_win_over_dev_credentials(tmp_path):
     assert settings.account_map()["default"].appid == "wx-env"
     with pytest.raises(ConfigurationError, match="APPID"):
         Settings(home=tmp_path, wechat_token="t").account_map()
+
+
+def test_the_delivery_strategy_comes_from_the_environment_for_the_default_account(tmp_path, monkeypatch):
+    ensure_dev_credentials(tmp_path)
+    assert Settings(home=tmp_path).account_map()["default"].strategy == "passive-then-push"
+    monkeypatch.setenv("WXA_WECHAT_STRATEGY", "passive-only")
+    assert Settings(home=tmp_path).account_map()["default"].strategy == "passive-only"
+    monkeypatch.setenv("WXA_WECHAT_STRATEGY", "push-only")
+    with pytest.raises(ConfigurationError, match="wechat_strategy"):
+        load_settings(home=str(tmp_path))
+
+
+def test_continue_keyword_and_hint_are_checked():
+    with pytest.raises(ConfigurationError, match="continue_keyword"):
+        load_settings(continue_keyword="。。")
+    with pytest.raises(ConfigurationError, match="continue_hint_text"):
+        load_settings(continue_hint_text="长" * 100)
