@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import httpx
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from functions.common.clock import Clock, SystemClock
 from functions.common.platform import PlatformSimulator, reply_text, text_message_xml
@@ -39,8 +39,10 @@ class UserMessage(BaseModel):
 
 class Fault(BaseModel):
     errcode: int | None = None  # the next `count` customer-service sends fail with this code
-    count: int = 1
-    delay_s: float | None = None  # every API response is this slow
+    count: int = Field(1, ge=1, le=10_000)
+    delay_s: float | None = Field(None, ge=0, le=60)  # every API response is this slow
+    drop: int = Field(0, ge=0, le=10_000)  # the next `drop` sends lose their connection mid-response...
+    drop_after_delivering: bool = True  # ...after the platform delivered the message, or before
 
 
 class WeChatEmulator:
@@ -175,6 +177,8 @@ def emulator_app(emulator: WeChatEmulator) -> FastAPI:
             emulator.api.fail_next(fault.errcode, fault.count)
         if fault.delay_s is not None:
             emulator.api.delay_s = fault.delay_s
+        if fault.drop:
+            emulator.api.drop_next(fault.drop, after_delivering=fault.drop_after_delivering)
         return {"ok": True}
 
     return app

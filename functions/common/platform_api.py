@@ -6,7 +6,8 @@ emulate`. Real HTTP, WeChat's URLs, payloads and error codes:
   (WeCom), with the customer-service rules: a user can be messaged within 48 hours of their
   last message (45015 after), a limited number of times per window (45047 over quota);
 * an expired or unknown token answers 42001 / 40001, as WeChat does;
-* faults on demand: the next N sends fail with a given code (45009 bursts), or respond slowly.
+* faults on demand: the next N sends fail with a given code (45009 bursts), respond slowly,
+  or drop the connection mid-response, after the platform delivered the message or before.
 
 Every delivered message is recorded, so tests assert what users actually received.
 """
@@ -58,7 +59,9 @@ class PlatformState:
     _last_message_s: dict[tuple[str, str], float] = field(default_factory=dict)
     _sent_in_window: dict[tuple[str, str], int] = field(default_factory=dict)
     _faults: list[int] = field(default_factory=list)
+    _drops: list[bool] = field(default_factory=list)  # per dropped send: delivered first?
     delay_s: float = 0.0
+    sends_in_flight: int = 0  # send requests received and not yet answered
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ---- what a test or the emulator's user side does ----------------------------------
@@ -72,6 +75,16 @@ class PlatformState:
     def fail_next(self, errcode: int, count: int = 1) -> None:
         with self._lock:
             self._faults.extend([errcode] * count)
+
+    def drop_next(self, count: int = 1, *, after_delivering: bool = True) -> None:
+        """The next ``count`` sends lose their connection mid-response; the platform delivers
+        the message first (the nasty case: the sender cannot tell it went out) or not."""
+        with self._lock:
+            self._drops.extend([after_delivering] * count)
+
+    def take_drop(self) -> bool | None:
+        with self._lock:
+            return self._drops.pop(0) if self._drops else None
 
     def expire_tokens(self) -> None:
         with self._lock:
@@ -127,8 +140,33 @@ def _error(code: int, message: str) -> dict:
     return {"errcode": code, "errmsg": message}
 
 
+class DroppedConnections:
+    """ASGI middleware: a send picked by ``PlatformState.drop_next`` gets its status line and
+    headers, then the connection closes before the body (uvicorn closes a response the app
+    left incomplete). The client sees a response cut short, as on a flaky network."""
+
+    def __init__(self, app, state: PlatformState):
+        self._app = app
+        self._state = state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/cgi-bin/message/"):
+            return await self._app(scope, receive, send)
+        after_delivering = self._state.take_drop()
+        if after_delivering is None:
+            return await self._app(scope, receive, send)
+        if after_delivering:
+            async def discard(message) -> None:
+                return None
+
+            await self._app(scope, receive, discard)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")]})
+
+
 def platform_api_app(state: PlatformState) -> FastAPI:
     app = FastAPI(title="WeChat API emulator", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(DroppedConnections, state=state)
 
     async def delayed() -> None:
         if state.delay_s:
@@ -144,17 +182,24 @@ def platform_api_app(state: PlatformState) -> FastAPI:
         await delayed()
         return state.issue_token(corpid, corpsecret)
 
+    async def send(request: Request, access_token: str) -> dict:
+        with state._lock:
+            state.sends_in_flight += 1
+        try:
+            body = await request.json()  # the platform has the request: a slow answer, or a
+            await delayed()  # sender that dies meanwhile, does not stop it delivering
+            return state.send_text(access_token, str(body.get("touser", "")), str((body.get("text") or {}).get("content", "")))
+        finally:
+            with state._lock:
+                state.sends_in_flight -= 1
+
     @app.post("/cgi-bin/message/custom/send")
     async def custom_send(request: Request, access_token: str = "") -> dict:
-        await delayed()
-        body = await request.json()
-        return state.send_text(access_token, str(body.get("touser", "")), str((body.get("text") or {}).get("content", "")))
+        return await send(request, access_token)
 
     @app.post("/cgi-bin/message/send")
     async def wecom_send(request: Request, access_token: str = "") -> dict:
-        await delayed()
-        body = await request.json()
-        return state.send_text(access_token, str(body.get("touser", "")), str((body.get("text") or {}).get("content", "")))
+        return await send(request, access_token)
 
     return app
 

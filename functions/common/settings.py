@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     delivery_window_s: float = 4.5  # how long one delivery waits for the answer (WeChat: 5 s)
     generate_tokens_per_s: float = 12.0  # for the token budget left before the last window
     push_poll_s: float = 0.5  # how often a push replica looks for due outbox items
+    push_lease_s: float = 30.0  # a push replica that dies holding items frees them after this
     # passive-only accounts: how long held answers wait for "继续", and how long a "继续"
     # waits for an answer still being prepared (inside its own delivery windows).
     continuation_ttl_s: float = 86400.0

@@ -28,7 +28,7 @@ class PushServer:
         clock = clock or SystemClock()
         store = open_state_store(settings.state_location(), clock)
         sender = sender or WeChatSender(settings.account_map(), store, settings.wechat_api_base)
-        self._worker = PushWorker(Outbox(store, clock), sender, store)
+        self._worker = PushWorker(Outbox(store, clock, lease_s=settings.push_lease_s), sender, store)
         self._poll_s = settings.push_poll_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain_forever, name="outbox-drain", daemon=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
+import urllib3
 from wechatpy.client import WeChatClient as OfficialAccountClient
 from wechatpy.enterprise.client import WeChatClient as WeComClient
 from wechatpy.exceptions import WeChatClientException
@@ -68,6 +69,16 @@ def _wecom_client(api_base: str) -> type:
     return Client
 
 
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True only when no byte of the request can have reached the platform."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError):
+        return False
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", cause), urllib3.exceptions.NewConnectionError)
+
+
 class WeChatSender:
     def __init__(self, accounts: Mapping[str, AccountConfig], store: StateStore, api_base: str):
         self._accounts = dict(accounts)
@@ -89,10 +100,12 @@ class WeChatSender:
             if exc.errcode is None:  # an HTTP error status: the request was answered, not sent
                 raise SendFailed(f"HTTP error from the platform: {exc.response.status_code if exc.response is not None else '?'}") from None
             raise SendRejected(int(exc.errcode), str(exc.errmsg)) from None
-        except requests.ConnectionError as exc:  # ConnectTimeout included: nothing was sent
-            raise SendFailed(f"cannot reach the platform: {type(exc).__name__}") from None
-        except requests.Timeout:  # the request went out; the message may have been delivered
-            raise SendAmbiguous("the platform did not answer in time") from None
+        except requests.RequestException as exc:
+            if _never_connected(exc):
+                raise SendFailed(f"cannot reach the platform: {type(exc).__name__}") from None
+            # The request went out (a read timeout, a connection dropped mid-response): the
+            # platform may have delivered the message, and WeChat offers no way to ask.
+            raise SendAmbiguous(f"no complete answer from the platform: {type(exc).__name__}") from None
 
     def _client(self, config: AccountConfig) -> Any:
         client = self._clients.get(config.name)

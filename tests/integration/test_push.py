@@ -3,16 +3,25 @@ outbox and the token cache in a real SQLite store."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from functions.common.clock import FixedClock
+from functions.common.clock import FixedClock, SystemClock
 from functions.common.outbox import Outbox, OutboxItem, RetryPolicy
 from functions.common.platform_api import RATE_LIMITED, BackgroundServer, PlatformState, platform_api_app
-from functions.common.settings import AccountConfig
+from functions.common.settings import AccountConfig, ensure_dev_credentials
 from functions.common.state import SQLiteStateStore
 from functions.push.core import PushWorker, SendAmbiguous, SendFailed
 from functions.push.wechat_api import WeChatSender
 from tests.net import free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 APPID, SECRET = "wx-emulated-app", "emulated-secret"
 CORP, CORP_SECRET = "ww-emulated-corp", "corp-secret"
@@ -163,3 +172,70 @@ def test_a_closed_port_is_a_retryable_failure(store, clock):
     push, outbox = worker(store, clock, f"http://127.0.0.1:{free_port()}")
     outbox.put(answer(0))
     assert push.run_once().retried == 1
+
+
+def test_a_connection_dropped_after_delivery_is_never_resent(platform, store, clock):
+    state, url = platform
+    state.user_wrote(APPID, "o-user")
+    push, outbox = worker(store, clock, url)
+    outbox.put(answer(0))
+    outbox.put(answer(1))
+    state.drop_next(1, after_delivering=True)
+    stats = push.run_once()
+    assert stats.not_resent == 1 and stats.sent == 1
+    clock.advance(600)
+    assert push.run_once().total() == 0
+    assert state.received("o-user") == ["第0段答案", "第1段答案"]  # the dropped one arrived, once
+    assert outbox.dead_letters() == 1  # kept for operators: the sender could not know
+
+
+def test_a_connection_dropped_before_delivery_is_a_dead_letter_not_a_guess(platform, store, clock):
+    """The sender cannot tell this drop from the one above: resending would risk a duplicate."""
+    state, url = platform
+    state.user_wrote(APPID, "o-user")
+    push, outbox = worker(store, clock, url)
+    outbox.put(answer(0))
+    state.drop_next(1, after_delivering=False)
+    assert push.run_once().not_resent == 1
+    assert state.received("o-user") == [] and outbox.dead_letters() == 1 and outbox.backlog() == 0
+
+
+def wait_until(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_killing_the_push_worker_process_mid_send_delivers_each_answer_once(tmp_path):
+    """The real push replica class in its own process, SIGKILLed while a send is on the wire;
+    a restarted one finishes the outbox without resending the answer that was in flight."""
+    credentials, _ = ensure_dev_credentials(tmp_path)
+    state = PlatformState({credentials["appid"]: credentials["secret"]}, delay_s=1.0)
+    state.user_wrote(credentials["appid"], "o-user")
+    outbox = Outbox(SQLiteStateStore(tmp_path / "state.db"), SystemClock())
+    for part in range(3):
+        outbox.put(OutboxItem(f"job-9:{part}", "default", "o-user", f"第{part}段答案", created_s=time.time()))
+    with BackgroundServer(platform_api_app(state), free_port()) as server:
+        overrides = {"home": str(tmp_path), "wechat_api_base": server.url, "push_poll_s": 0.1, "push_lease_s": 2.0}
+        code = "import json, sys, time\nfrom functions.push.deployment import PushServer\n" \
+               "PushServer(json.loads(sys.argv[1]))\ntime.sleep(600)"
+        command = [sys.executable, "-c", code, json.dumps(overrides)]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        first = subprocess.Popen(command, cwd=REPO, env=env)
+        try:
+            wait_until(lambda: len(state.received("o-user")) == 1 and state.sends_in_flight == 1, timeout_s=60)
+        finally:
+            first.kill()  # SIGKILL: no cleanup, the lease and the attempt marker stay behind
+            first.wait()
+        restarted = subprocess.Popen(command, cwd=REPO, env=env)
+        try:
+            wait_until(lambda: len(state.received("o-user")) == 3, timeout_s=60)
+            time.sleep(1.5)  # a duplicate would arrive now
+        finally:
+            restarted.kill()
+            restarted.wait()
+    assert state.received("o-user") == ["第0段答案", "第1段答案", "第2段答案"]
+    # The answer that was on the wire is recorded as "possibly sent, not resent" for operators.
+    assert outbox.backlog() == 0 and outbox.dead_letters() == 1
