@@ -15,7 +15,6 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from functions.common.records import InboundMessage, Rejection, Reply, Route
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
+from knowledge.cli import ensure_sample_knowledge, open_kb, register_kb_commands
 from observability.logs import configure_logging, hashed_user, log_event, logger
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -345,7 +345,7 @@ def _cmd_up(opts: argparse.Namespace) -> int:
         dev_credentials, generated = ensure_dev_credentials(home)
         print(f"{'Generated' if generated else 'Using'} development credentials in {home}/dev-credentials.json")
     _ensure_model(settings)
-    _ensure_sample_knowledge(settings)
+    ensure_sample_knowledge(settings)
 
     http_options, app_args, deployment_options = read_serve_config(Path(opts.config))
     host = opts.host or http_options.get("host", "127.0.0.1")
@@ -367,9 +367,9 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     if emulator is not None:
         print(f"WeChat emulator (callbacks and the customer-service API): {emulator.url}")
     if dev_credentials is not None:
-        print("Development account (configure the same values in the WeChat admin console):")
-        for key in ("token", "aes_key", "appid"):
-            print(f"  {key:8} {dev_credentials[key]}")
+        # Secrets stay in the owner-only file: terminal output ends up in scrollback and CI logs.
+        print(f"Development account: appid {dev_credentials['appid']}; token and EncodingAESKey in "
+              f"{home}/dev-credentials.json (owner-only)")
     else:
         account = settings.default_account()
         print(f"Account 'default': appid {account.appid if account else '?'} (token and key from WXA_WECHAT_*)")
@@ -427,24 +427,6 @@ def _ensure_model(settings) -> None:
     import_gguf(bundled_gguf(), settings.model_dir())
 
 
-def _ensure_sample_knowledge(settings) -> None:
-    from knowledge import SAMPLE_CORPUS_DIR
-    from knowledge.ingest import ingest
-
-    with _open_kb(settings) as kb:
-        if kb.stats()["chunks"]:
-            return
-        print("Knowledge base is empty: ingesting the sample corpus…")
-        report = ingest(kb, [SAMPLE_CORPUS_DIR])
-        print(f"  {len(report.added)} documents, {report.chunks_written} chunks")
-
-
-def _open_kb(settings):
-    from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
-
-    return KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir()))
-
-
 def _cmd_chat(opts: argparse.Namespace) -> int:
     """Be a WeChat user: the emulator delivers the message as the platform would and
     collects what the user receives, passively or pushed."""
@@ -474,48 +456,62 @@ def _cmd_chat(opts: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_kb_ingest(opts: argparse.Namespace) -> int:
-    from knowledge.ingest import ingest
+def _cmd_bench_burst(opts: argparse.Namespace) -> int:
+    """WeChat's worst hour in one command: a burst through the emulator into the real
+    pipeline on a private Ray instance, with a paced stand-in for the GPU. Exit status 1
+    when any message was lost or answered twice."""
+    import shutil
+    import tempfile
 
-    with _open_kb(load_settings()) as kb:
-        report = ingest(kb, [Path(path) for path in opts.paths])
+    import ray
+    from ray import serve
+
+    from functions.common.emulator import WeChatEmulator, emulator_app, run_burst
+    from functions.common.platform_api import BackgroundServer, free_port
+    from functions.common.settings import ensure_dev_credentials
+    from functions.generate.paced_engine import PacedEngine
+
+    home = Path(tempfile.mkdtemp(prefix="wxassist-burst-"))
+    overrides = {"home": str(home), "state_uri": opts.state_uri, "push_poll_s": 0.2}
+    settings = load_settings(**overrides)
+    ensure_dev_credentials(home)
+    _, app_args, options = read_serve_config(Path(opts.config))
+    # The paced engine needs no CPU: logical CPUs only, so any machine can run the burst.
+    options = {name: {**o, "ray_actor_options": {"num_cpus": 0}} for name, o in options.items()}
+    options["ingress"]["num_replicas"] = opts.ingress_replicas
+    options["generate"]["max_ongoing_requests"] = opts.generate_concurrency
+    port = free_port()
+    emulator = WeChatEmulator(settings.account_map(), f"http://127.0.0.1:{port}")
+    note = print if not opts.json else lambda *a: print(*a, file=sys.stderr)
+    note(f"burst: {opts.messages} messages from {opts.users} users in {opts.seconds:g} s; "
+         f"{opts.ingress_replicas} ingress replicas; answers take {opts.answer_s:g} s, "
+         f"{opts.generate_concurrency} at a time; state {settings.state_location().split(':')[0]}")
+    try:
+        with open_kb(settings) as kb:  # the FAQ is enough to ground the fixed answer
+            from knowledge import SAMPLE_CORPUS_DIR
+            from knowledge.ingest import ingest
+
+            ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
+        ray.init(include_dashboard=False, logging_level="ERROR", num_cpus=2, log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
+        with BackgroundServer(emulator_app(emulator), free_port()) as platform:
+            app = compose_app({**app_args, **overrides, "wechat_api_base": platform.url}, options,
+                              engine_cls=PacedEngine, engine_kwargs={"seconds_per_answer": opts.answer_s})
+            serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": "WARNING"})
+            report = asyncio.run(run_burst(emulator, messages=opts.messages, users=opts.users,
+                                           seconds=opts.seconds, settle_s=opts.settle_s))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
     if opts.json:
-        print(json.dumps(report.as_dict(), ensure_ascii=False))
+        print(json.dumps(report))
     else:
-        print(
-            f"added {len(report.added)}, updated {len(report.updated)}, unchanged {len(report.unchanged)}; "
-            f"{report.chunks_written} chunks written"
-        )
-    return 0
-
-
-def _cmd_kb_search(opts: argparse.Namespace) -> int:
-    from functions.retrieve.core import Retriever
-
-    settings = load_settings()
-    with _open_kb(settings) as kb:
-        passages = Retriever(kb, settings.retrieve_top_k).retrieve(opts.query, opts.k)
-    if opts.json:
-        ranked = [{"rank": rank, **asdict(passage)} for rank, passage in enumerate(passages, start=1)]
-        print(json.dumps({"query": opts.query, "passages": ranked}, ensure_ascii=False))
-        return 0
-    for rank, passage in enumerate(passages, start=1):
-        snippet = " ".join(passage.text.split())[:120]
-        print(f"{rank}. [{passage.score:.4f}] {passage.title} ({passage.source})\n   {snippet}")
-    if not passages:
-        print("no passages found")
-    return 0
-
-
-def _cmd_kb_stats(opts: argparse.Namespace) -> int:
-    settings = load_settings()
-    with _open_kb(settings) as kb:
-        stats = kb.stats()
-    if opts.json:
-        print(json.dumps({"uri": settings.kb_location(), **stats}))
-    else:
-        print(f"{settings.kb_location()}: {stats['documents']} documents, {stats['chunks']} chunks")
-    return 0
+        print(f"sent {report['sent']}  delivered {report['delivered']}  duplicates {report['duplicates']}  "
+              f"lost {report['lost']}\npassive share {report['passive_share']:.2f}  "
+              f"p50 {report['p50_s']:.1f} s  p99 {report['p99_s']:.1f} s")
+    exactly_once = report["delivered"] == report["sent"] and not report["duplicates"] and not report["lost"]
+    return 0 if exactly_once else 1
 
 
 def _cmd_model_import_gguf(opts: argparse.Namespace) -> int:
@@ -561,19 +557,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true")
     chat.set_defaults(handler=_cmd_chat)
 
-    kb = commands.add_parser("kb", help="the knowledge base").add_subparsers(dest="kb_command", required=True)
-    kb_ingest = kb.add_parser("ingest", help="ingest files or directories (md, txt, html, FAQ jsonl/csv)")
-    kb_ingest.add_argument("paths", nargs="+")
-    kb_ingest.add_argument("--json", action="store_true")
-    kb_ingest.set_defaults(handler=_cmd_kb_ingest)
-    kb_search = kb.add_parser("search", help="hybrid search, ranked passages with sources")
-    kb_search.add_argument("query")
-    kb_search.add_argument("-k", type=int, default=3, help="passages to return")
-    kb_search.add_argument("--json", action="store_true")
-    kb_search.set_defaults(handler=_cmd_kb_search)
-    kb_stats = kb.add_parser("stats", help="documents and chunks stored")
-    kb_stats.add_argument("--json", action="store_true")
-    kb_stats.set_defaults(handler=_cmd_kb_stats)
+    register_kb_commands(commands)
 
     model = commands.add_parser("model", help="model weights").add_subparsers(dest="model_command", required=True)
     model_import = model.add_parser("import-gguf", help="convert a GGUF (default: the bundled SmolLM2) to safetensors")
@@ -581,7 +565,29 @@ def _parser() -> argparse.ArgumentParser:
     model_import.add_argument("--name", help="model name in the store (default: WXA_MODEL_NAME)")
     model_import.add_argument("--force", action="store_true", help="convert again even if present")
     model_import.set_defaults(handler=_cmd_model_import_gguf)
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    burst = bench.add_parser(
+        "burst", help="a burst through the WeChat emulator: delivered, duplicates, lost, passive share, p50/p99"
+    )
+    burst.add_argument("--messages", type=_positive_int, default=200)
+    burst.add_argument("--users", type=_positive_int, default=50)
+    burst.add_argument("--seconds", type=float, default=10.0, help="spread the messages over this long")
+    burst.add_argument("--answer-s", type=float, default=0.5, help="seconds the stand-in generator takes per answer")
+    burst.add_argument("--generate-concurrency", type=_positive_int, default=4, help="answers generated at once")
+    burst.add_argument("--ingress-replicas", type=_positive_int, default=2)
+    burst.add_argument("--state-uri", help="state store (default: a fresh SQLite file); redis://… to scale out")
+    burst.add_argument("--settle-s", type=float, default=90.0, help="how long to wait for pushed answers")
+    burst.add_argument("--config", default=str(DEFAULT_SERVE_CONFIG), help="Serve config the deployments come from")
+    burst.add_argument("--json", action="store_true", help="one JSON object: sent, delivered, duplicates, lost, …")
+    burst.set_defaults(handler=_cmd_bench_burst)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,3 +42,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # jieba logs its dictionary loading at DEBUG on a logger it sets to DEBUG itself.
+    logging.getLogger("jieba").setLevel(logging.WARNING)
+    # Milvus Lite's in-process gRPC server logs a traceback at ERROR for every call pymilvus
+    # makes to an RPC it does not implement (AllocTimestamp), which pymilvus then handles.
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from functions.common.records import Passage
 from functions.generate.core import Completion, Message
+from functions.generate.paced_engine import PacedEngine
 
 
 class EchoEngine:
@@ -44,13 +45,11 @@ def passage(doc: str, index: int, score: float = 1.0, title: str | None = None, 
     return Passage(f"{doc}:{index}", doc, f"{doc}.md", title or doc, text, score)
 
 
-class SleepyEngine(EchoEngine):
+class SleepyEngine(PacedEngine):
     """Takes as long as the question says: "…#12" answers after 12 s. For deadline tests."""
 
-    def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
+    def pace_s(self, messages: Sequence[Message]) -> float:
         import re
-        import time
 
         marker = re.search(r"#(\d+(?:\.\d+)?)", messages[-1]["content"])
-        time.sleep(float(marker.group(1)) if marker else 0.0)
-        return super().complete(messages, max_new_tokens)
+        return float(marker.group(1)) if marker else 0.0

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import socket
+from functions.common.platform_api import free_port
 
-
-def free_port() -> int:
-    """A port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["free_port"]

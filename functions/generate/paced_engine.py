@@ -1,0 +1,35 @@
+"""A generator with no model: a fixed answer at a chosen pace.
+
+For load tests and capacity planning (``wxassist bench burst``): it isolates what the rest of
+the pipeline does under a burst (claims, deliveries, the outbox, pushes) from how fast a GPU
+is, the way a real engine behind ``max_ongoing_requests`` would hold a request for its
+generation time. Never configured for users: ``GenerateServer`` uses it only when told to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from functions.generate.core import Completion, Message
+
+DEFAULT_ANSWER = "青禾家居支持7天无理由退货。"
+
+
+class PacedEngine:
+    model_name = "paced"
+
+    def __init__(self, seconds_per_answer: float = 0.5, answer: str = DEFAULT_ANSWER):
+        if seconds_per_answer < 0:
+            raise ValueError("seconds_per_answer must be >= 0")
+        self.seconds_per_answer = seconds_per_answer
+        self.answer = answer
+
+    def pace_s(self, messages: Sequence[Message]) -> float:
+        return self.seconds_per_answer
+
+    def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
+        time.sleep(self.pace_s(messages))  # blocks its request as real generation would
+        text = self.answer[:max_new_tokens]
+        prompt_chars = sum(len(message["content"]) for message in messages)
+        return Completion(text, prompt_chars, len(text), truncated=len(self.answer) > max_new_tokens)
