@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -26,8 +27,9 @@ from functions.common.errors import WxAssistError
 from functions.common.continuation import ContinuationStore, continued_text, is_continue_request
 from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow, Overflow, PushOverflow
 from functions.common.ledger import ClaimLedger
+from functions.common.memory import ConversationMemory
 from functions.common.outbox import Outbox
-from functions.common.records import InboundMessage, Rejection, Reply, Route
+from functions.common.records import InboundMessage, Intent, Rejection, Reply, Route, Turn
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
@@ -63,6 +65,9 @@ class Ingress:
         store = open_state_store(settings.state_location(), clock)
         self._continuations = ContinuationStore(
             store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=2 * settings.job_lease_s
+        )
+        self._memory = ConversationMemory(
+            store, clock, ttl_s=settings.memory_ttl_s, max_turns=settings.memory_max_turns
         )
         self._passive_only = {name for name, account in settings.account_map().items() if account.strategy == "passive-only"}
         pushed, held = PushOverflow(Outbox(store, clock), clock), HeldOverflow(self._continuations, self._pending_reply)
@@ -173,6 +178,8 @@ class Ingress:
                 return await self._continue(message), details
             intent = await self._intent.classify.remote(message)
             details["route"] = intent.route.value
+            if intent.forget_user:
+                await self._forget(message, intent)
             if intent.route is Route.IGNORE:
                 return NO_REPLY, details
             if intent.route is Route.HANDOFF and self._handoff_transfer:
@@ -180,17 +187,20 @@ class Ingress:
             if intent.reply is not None:
                 return await self._encrypt.text_reply.remote(message, intent.reply), details
             question = intent.query or ""
+            history = await self._recall(message)
+            details["turns"] = len(history)
             passages = []
             if intent.route is Route.KNOWLEDGE:
-                passages = await self._retrieve.retrieve.remote(question)
+                passages = await self._retrieve.retrieve.remote(retrieval_query(question, history))
                 details["passages"] = len(passages)
                 if not passages:  # nothing to ground an answer in: say so, spend no GPU time
                     return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
-            answer = await self._generate.answer.remote(question, passages, max_new_tokens)
+            answer = await self._generate.answer.remote(question, passages, max_new_tokens, history)
             details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
                            truncated=answer.truncated)
             if not answer.text:
                 return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
+            await self._remember(message, question, answer.text)
             return await self._encrypt.text_reply.remote(message, answer.text, answer.sources), details
         except Exception as exc:  # the user gets an apology, WeChat gets a 200, the log the cause
             _log_failure("answer", exc)
@@ -201,6 +211,26 @@ class Ingress:
                 _log_failure("failure reply", second)
                 return NO_REPLY, details
 
+
+    async def _recall(self, message: InboundMessage) -> tuple[Turn, ...]:
+        try:
+            return await asyncio.to_thread(self._memory.recall, message)
+        except Exception as exc:  # an answer without context beats no answer
+            _log_failure("recall", exc)
+            return ()
+
+    async def _remember(self, message: InboundMessage, question: str, answer: str) -> None:
+        try:
+            await asyncio.to_thread(self._memory.remember, message, question, answer)
+        except Exception as exc:
+            _log_failure("remember", exc)
+
+    async def _forget(self, message: InboundMessage, intent: Intent) -> None:
+        """/reset clears the conversation; unsubscribing also drops answers held for 继续."""
+        await asyncio.to_thread(self._memory.forget, message)
+        if intent.route is Route.IGNORE:
+            await asyncio.to_thread(self._continuations.forget, message)
+        log_event("forgotten", account=message.account, user=hashed_user(message.from_user), reason=intent.reason)
 
     async def _continue(self, message: InboundMessage) -> Reply:
         """"继续" on a passive-only account: the next held part, waiting a while for an answer
@@ -218,6 +248,18 @@ class Ingress:
     async def _pending_reply(self, message: InboundMessage) -> Reply:
         """What a passive-only account's last delivery says while the answer is still coming."""
         return await self._encrypt.text_reply.remote(message, self._continue_pending_text)
+
+
+FOLLOW_UP = re.compile(r"^(那|那么|还有|另外|它|他|她|这个|那个|这|那些|这些|and\b|what about)|呢[？?]?$", re.IGNORECASE)
+
+
+def retrieval_query(question: str, history: tuple[Turn, ...], short_chars: int = 12) -> str:
+    """A short follow-up ("那运费呢？", "它多少钱") names too little to retrieve by: it is
+    searched together with the question before it. Standalone questions are searched as asked."""
+    bare = question.strip()
+    if not history or len(bare) >= short_chars or not FOLLOW_UP.search(bare):
+        return question
+    return f"{history[-1].question} {question}"
 
 
 def http_app(ingress: Ingress) -> FastAPI:

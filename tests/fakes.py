@@ -18,6 +18,9 @@ class EchoEngine:
         self.answer = answer
         self.calls: list[tuple[list[Message], int]] = []
 
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
     def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
         self.calls.append((list(messages), max_new_tokens))
         text = self.answer[:max_new_tokens]

@@ -150,6 +150,9 @@ class ContinuationStore:
         self._update(message, change)
         return taken[0] if taken else NextPart("none")
 
+    def forget(self, message: InboundMessage) -> None:
+        self._store.delete(continuation_key(message.account, message.from_user))
+
     def held(self, message: InboundMessage) -> tuple[HeldAnswer, ...]:
         raw = self._store.get(continuation_key(message.account, message.from_user))
         return () if raw is None else _Held.from_json(raw).answers

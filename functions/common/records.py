@@ -55,6 +55,15 @@ class Intent:
     reason: str
     query: str | None = None  # the text to retrieve/generate for, when the route needs one
     reply: str | None = None  # a canned answer, when no generation is needed
+    forget_user: bool = False  # /reset or unsubscribe: drop the user's conversation memory
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One earlier exchange of a conversation, as the prompt gets it."""
+
+    question: str
+    answer: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     continuation_ttl_s: float = 86400.0
     continue_wait_s: float = 10.0
 
+    # Conversation memory: the last turns per (account, user), in the state store.
+    memory_max_turns: int = 6  # 0 turns memory off
+    memory_ttl_s: float = 86400.0  # forgotten this long after the last turn
+    memory_token_budget: int = 256  # of the prompt, for earlier turns (newest first)
+
     # Knowledge base: a Milvus Lite directory by default, or http://host:19530 for a server.
     kb_uri: str | None = None
     kb_collection: str = "wxassist_kb"

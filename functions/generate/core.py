@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from functions.common.records import Answer, Passage
+from functions.common.records import Answer, Passage, Turn
 from functions.generate.grounding import acceptable, coverage, extractive_answer
 
 Message = dict[str, str]
@@ -34,6 +34,8 @@ class Completion:
 
 class Engine(Protocol):
     model_name: str
+
+    def count_tokens(self, text: str) -> int: ...
 
     def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion: ...
 
@@ -69,8 +71,25 @@ def fence_passages(passages: Sequence[Passage], max_chars: int) -> str:
     return "\n".join(blocks)
 
 
+def recent_turns(history: Sequence[Turn], budget_tokens: int, count_tokens) -> list[Turn]:
+    """The newest turns whose text fits ``budget_tokens``, oldest first; a turn that does not
+    fit ends the walk back, so the conversation the model sees has no holes."""
+    kept: list[Turn] = []
+    spent = 0
+    for turn in reversed(history):
+        spent += count_tokens(turn.question) + count_tokens(turn.answer)
+        if spent > budget_tokens:
+            break
+        kept.append(turn)
+    return kept[::-1]
+
+
 def build_messages(
-    system_prompt: str, question: str, passages: Sequence[Passage], max_passage_chars: int
+    system_prompt: str,
+    question: str,
+    passages: Sequence[Passage],
+    max_passage_chars: int,
+    history: Sequence[Turn] = (),
 ) -> list[Message]:
     if passages:
         reference = fence_passages(passages, max_passage_chars)
@@ -81,7 +100,10 @@ def build_messages(
         )
     else:
         user = question
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
+    earlier: list[Message] = []
+    for turn in history:  # the user's own earlier turns: context, not instructions to obey
+        earlier += [{"role": "user", "content": turn.question}, {"role": "assistant", "content": turn.answer}]
+    return [{"role": "system", "content": system_prompt}, *earlier, {"role": "user", "content": user}]
 
 
 class Generator:
@@ -94,6 +116,7 @@ class Generator:
         max_passage_chars: int,
         min_support: float = 0.5,
         min_coverage: float = 0.4,
+        history_tokens: int = 256,
     ):
         self._engine = engine
         self._min_support = min_support
@@ -101,10 +124,18 @@ class Generator:
         self._system_prompt = system_prompt
         self._max_new_tokens = max_new_tokens
         self._max_passage_chars = max_passage_chars
+        self._history_tokens = history_tokens
 
-    def answer(self, question: str, passages: Sequence[Passage], max_new_tokens: int | None = None) -> Answer:
+    def answer(
+        self,
+        question: str,
+        passages: Sequence[Passage],
+        max_new_tokens: int | None = None,
+        history: Sequence[Turn] = (),
+    ) -> Answer:
         budget = min(max_new_tokens or self._max_new_tokens, self._max_new_tokens)
-        messages = build_messages(self._system_prompt, question, passages, self._max_passage_chars)
+        turns = recent_turns(history, self._history_tokens, self._engine.count_tokens)
+        messages = build_messages(self._system_prompt, question, passages, self._max_passage_chars, turns)
         completion = self._engine.complete(messages, budget)
         text = tidy(strip_think(completion.text), question, completion.truncated)
         sources = tuple(dict.fromkeys(passage.title for passage in passages))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.common.records import Answer, Passage
+from functions.common.records import Answer, Passage, Turn
 from functions.common.settings import load_settings
 from functions.generate.core import Generator
 
@@ -29,11 +29,14 @@ class GenerateServer:
             max_new_tokens=settings.max_new_tokens,
             max_passage_chars=settings.max_passage_chars,
             min_support=settings.min_support,
+            history_tokens=settings.memory_token_budget,
         )
 
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
 
-    def answer(self, question: str, passages: list[Passage], max_new_tokens: int | None = None) -> Answer:
-        return self._core.answer(question, passages, max_new_tokens)
+    def answer(
+        self, question: str, passages: list[Passage], max_new_tokens: int | None = None, history: tuple[Turn, ...] = ()
+    ) -> Answer:
+        return self._core.answer(question, passages, max_new_tokens, history)

@@ -25,6 +25,9 @@ class PacedEngine:
         self.seconds_per_answer = seconds_per_answer
         self.answer = answer
 
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
     def pace_s(self, messages: Sequence[Message]) -> float:
         return self.seconds_per_answer
 

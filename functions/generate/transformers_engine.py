@@ -34,6 +34,9 @@ class TransformersEngine:
         self._model.to(self.device).eval()
         self.complete([{"role": "user", "content": "hi"}], max_new_tokens=2)
 
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
     def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
         inputs = self._tokenizer.apply_chat_template(
             list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True

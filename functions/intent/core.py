@@ -22,7 +22,7 @@ GOODBYES = re.compile(r"^(再见|拜拜|bye|goodbye|晚安)$")
 CHITCHAT_PATTERNS = re.compile(
     r"^(好的|好吧|ok|okay|嗯+|哦+|哈+|呵+|你是谁|你叫什么|你是机器人吗|讲个笑话|笑话|无聊|早安|[!！?？。.~～]+)$"
 )
-IGNORED_EVENTS = frozenset({"unsubscribe", "view", "location", "templatesendjobfinish", "masssendjobfinish"})
+IGNORED_EVENTS = frozenset({"view", "location", "templatesendjobfinish", "masssendjobfinish"})
 SUBSCRIBE_EVENTS = frozenset({"subscribe", "subscribe_scan", "subscribe_scan_product", "enter_agent"})
 TEXT_TYPES = frozenset({"text", "voice"})
 TRAILING_PUNCTUATION = "!！?？。.~～,，、 "
@@ -63,6 +63,8 @@ class IntentClassifier:
         event = (message.event or "").lower()
         if event in SUBSCRIBE_EVENTS:
             return Intent(Route.EVENT, 1.0, f"event {event}", reply=self._texts.welcome)
+        if event == "unsubscribe":  # nothing to say, and nothing of theirs to keep
+            return Intent(Route.IGNORE, 1.0, "event unsubscribe", forget_user=True)
         if event == "click":
             question = self._texts.menu.get(message.event_key or "")
             if question:
@@ -91,7 +93,7 @@ class IntentClassifier:
     def _command(self, text: str) -> Intent:
         command = text.split()[0]
         if command == "/reset":
-            return Intent(Route.COMMAND, 1.0, "command /reset", reply=self._texts.reset)
+            return Intent(Route.COMMAND, 1.0, "command /reset", reply=self._texts.reset, forget_user=True)
         if command == "/help":
             return Intent(Route.COMMAND, 1.0, "command /help", reply=self._texts.help)
         return Intent(Route.COMMAND, 1.0, "unknown command", reply=f"未知命令 {command[:32]}。\n{self._texts.help}")

@@ -1,121 +1,22 @@
-"""The ingress's orchestration without Ray: the real deployment classes behind in-process
-handles, the real HTTP app through FastAPI's test client, a fake engine injected into the
-real GenerateServer exactly as the builder injects the transformers one."""
+"""The ingress's orchestration without Ray (tests/unit/ingress_stack.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-
-import pytest
-from fastapi.testclient import TestClient
 
 from functions.common.clock import SystemClock
 from functions.common.outbox import PENDING_QUEUE, OutboxItem
 from functions.common.platform import PlatformSimulator, event_message_xml, reply_text, text_message_xml
-from functions.common.settings import Settings, ensure_dev_credentials
+from functions.common.settings import Settings
 from functions.common.state import SQLiteStateStore
 from functions.decrypt.deployment import DecryptServer
 from functions.encrypt.deployment import EncryptServer
 from functions.generate.deployment import GenerateServer
 from functions.intent.deployment import IntentServer
-from functions.retrieve.core import Retriever
 from serve_app import Ingress, http_app
-from tests.fakes import EchoEngine, ListSearch, passage
-
-POLICY = passage("returns", 0, title="退货政策", text="青禾家居支持7天无理由退货，自签收次日起7天内可在小程序申请。")
-
-
-class InProcessHandle:
-    """Stands in for a DeploymentHandle: ``handle.method.remote(...)`` awaits the method."""
-
-    def __init__(self, target):
-        self._target = target
-
-    def __getattr__(self, name):
-        method = getattr(self._target, name)
-
-        class _Method:
-            @staticmethod
-            def remote(*args, **kwargs):
-                # In a thread, as in a replica: a slow call must not block the ingress's loop.
-                return asyncio.to_thread(method, *args, **kwargs)
-
-        return _Method()
-
-
-class RetrieveFromList:
-    def __init__(self, passages):
-        self._core = Retriever(ListSearch(passages), top_k=3)
-
-    def ready(self):
-        return True
-
-    def retrieve(self, query, top_k=None):
-        return self._core.retrieve(query, top_k)
-
-
-class ReadyOnly:
-    def ready(self):
-        return True
-
-
-class Broken:
-    """Started fine, then its replica died: every call after start-up fails."""
-
-    def ready(self):
-        return True
-
-    def __getattr__(self, name):
-        raise RuntimeError("replica died")
-
-
-_open_clients: list[TestClient] = []
-
-
-@pytest.fixture(autouse=True)
-def close_clients():
-    yield
-    while _open_clients:
-        _open_clients.pop().__exit__(None, None, None)
-
-
-def serving(app) -> TestClient:
-    """One event loop for the client's life, as in a replica: jobs outlive their request."""
-    client = TestClient(app)
-    client.__enter__()
-    _open_clients.append(client)
-    return client
-
-
-@pytest.fixture
-def home(tmp_path):
-    ensure_dev_credentials(tmp_path)
-    return tmp_path
-
-
-def make_client(home, *, engine_answer="青禾家居支持7天无理由退货。", passages=(POLICY,), decrypt=None, generate=None):
-    overrides = {"home": str(home)}
-    generate = generate or GenerateServer(engine_cls=EchoEngine, engine_kwargs={"answer": engine_answer}, settings_overrides=overrides)
-    ingress = Ingress(
-        InProcessHandle(decrypt or DecryptServer(overrides)),
-        InProcessHandle(IntentServer(overrides)),
-        InProcessHandle(RetrieveFromList(list(passages))),
-        InProcessHandle(generate),
-        InProcessHandle(EncryptServer(overrides)),
-        InProcessHandle(ReadyOnly()),  # push: the ingress only asks whether it is up
-        overrides,
-    )
-    asyncio.run(ingress.warm_up())  # what Serve does before routing traffic to the ingress
-    return serving(http_app(ingress))
-
-
-def post(client, home, xml: str):
-    platform = PlatformSimulator(Settings(home=home).account_map()["default"], SystemClock())
-    callback = platform.callback(xml)
-    response = client.post("/wechat/default", params=callback.query, content=callback.body)
-    return response, (platform.open_reply(response.content) if response.status_code == 200 else None)
+from tests.fakes import EchoEngine
+from tests.unit.ingress_stack import POLICY, Broken, InProcessHandle, ReadyOnly, RetrieveFromList, make_client, post, serving
 
 
 class SlowEngine(EchoEngine):

@@ -1,0 +1,109 @@
+"""The ingress without Ray: the real deployment classes behind in-process handles, the real
+HTTP app through FastAPI's test client, a fake engine injected into the real GenerateServer
+exactly as the builder injects the transformers one."""
+
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi.testclient import TestClient
+
+from functions.common.clock import SystemClock
+from functions.common.platform import PlatformSimulator
+from functions.common.settings import Settings
+from functions.decrypt.deployment import DecryptServer
+from functions.encrypt.deployment import EncryptServer
+from functions.generate.deployment import GenerateServer
+from functions.intent.deployment import IntentServer
+from functions.retrieve.core import Retriever
+from serve_app import Ingress, http_app
+from tests.fakes import EchoEngine, ListSearch, passage
+
+POLICY = passage("returns", 0, title="退货政策", text="青禾家居支持7天无理由退货，自签收次日起7天内可在小程序申请。")
+
+
+class InProcessHandle:
+    """Stands in for a DeploymentHandle: ``handle.method.remote(...)`` awaits the method."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def __getattr__(self, name):
+        method = getattr(self._target, name)
+
+        class _Method:
+            @staticmethod
+            def remote(*args, **kwargs):
+                # In a thread, as in a replica: a slow call must not block the ingress's loop.
+                return asyncio.to_thread(method, *args, **kwargs)
+
+        return _Method()
+
+
+class RetrieveFromList:
+    def __init__(self, passages):
+        self._core = Retriever(ListSearch(passages), top_k=3)
+
+    def ready(self):
+        return True
+
+    def retrieve(self, query, top_k=None):
+        return self._core.retrieve(query, top_k)
+
+
+class ReadyOnly:
+    def ready(self):
+        return True
+
+
+class Broken:
+    """Started fine, then its replica died: every call after start-up fails."""
+
+    def ready(self):
+        return True
+
+    def __getattr__(self, name):
+        raise RuntimeError("replica died")
+
+
+_open_clients: list[TestClient] = []
+
+
+def serving(app) -> TestClient:
+    """One event loop for the client's life, as in a replica: jobs outlive their request."""
+    client = TestClient(app)
+    client.__enter__()
+    _open_clients.append(client)
+    return client
+
+
+def make_client(home, *, engine_answer="青禾家居支持7天无理由退货。", passages=(POLICY,), decrypt=None, generate=None,
+                overrides=None, retrieve=None):
+    overrides = {"home": str(home), **(overrides or {})}
+    generate = generate or GenerateServer(engine_cls=EchoEngine, engine_kwargs={"answer": engine_answer}, settings_overrides=overrides)
+    ingress = Ingress(
+        InProcessHandle(decrypt or DecryptServer(overrides)),
+        InProcessHandle(IntentServer(overrides)),
+        InProcessHandle(retrieve or RetrieveFromList(list(passages))),
+        InProcessHandle(generate),
+        InProcessHandle(EncryptServer(overrides)),
+        InProcessHandle(ReadyOnly()),  # push: the ingress only asks whether it is up
+        overrides,
+    )
+    asyncio.run(ingress.warm_up())  # what Serve does before routing traffic to the ingress
+    return serving(http_app(ingress))
+
+
+def post(client, home, xml: str):
+    platform = PlatformSimulator(Settings(home=home).account_map()["default"], SystemClock())
+    callback = platform.callback(xml)
+    response = client.post("/wechat/default", params=callback.query, content=callback.body)
+    return response, (platform.open_reply(response.content) if response.status_code == 200 else None)
+
+
+
+
+def close_open_clients() -> None:
+    while _open_clients:
+        _open_clients.pop().__exit__(None, None, None)
