@@ -33,6 +33,14 @@ def log_event(event: str, **fields: object) -> None:
         log.info(" ".join([event, *(f"{key}={value}" for key, value in fields.items())]))
 
 
+def audit_event(event: str, **fields: object) -> None:
+    """A decision operators must be able to account for (filters, limits), on its own logger
+    (``wxassist.audit``) so it can be routed to its own file. Never message content."""
+    logging.getLogger(f"{LOGGER_NAME}.audit").info(
+        json.dumps({"event": event, **fields}, ensure_ascii=False, default=str)
+    )
+
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 

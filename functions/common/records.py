@@ -21,6 +21,7 @@ class Route(str, enum.Enum):
     KNOWLEDGE = "knowledge"
     CHITCHAT = "chitchat"
     UNSUPPORTED = "unsupported"
+    ABUSE = "abuse"  # refused: sensitive words, or abuse the classifier recognised
     IGNORE = "ignore"  # nothing to say (unsubscribe, view-link click): answer "success"
 
 

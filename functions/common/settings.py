@@ -30,6 +30,8 @@ from functions.common.errors import ConfigurationError
 
 DEFAULT_ACCOUNT = "default"
 DEV_CREDENTIALS_FILE = "dev-credentials.json"
+BUNDLED_WORD_LIST = Path(__file__).resolve().parents[2] / "knowledge" / "filters" / "abuse.txt"
+FilterAction = Literal["refuse", "mask", "off"]
 AccountKind = Literal["mp", "wecom"]
 # passive-then-push: what a passive reply cannot carry is pushed through the customer-service
 # API (needs that permission: verified Official Accounts, WeCom apps). passive-only: it is
@@ -66,6 +68,24 @@ class AccountConfig(BaseModel):
         if self.aes_key is None:
             raise ConfigurationError(f"account {self.name!r} has no EncodingAESKey (plain mode only)")
         return decode_aes_key(self.aes_key.get_secret_value())
+
+
+class WordListConfig(BaseModel):
+    """A sensitive-word list: words inline and/or a file (one per line), and what to do with
+    a match in what users send (input) and in what they are sent (output)."""
+
+    name: str
+    words: list[str] = []
+    path: Path | None = None
+    input_action: FilterAction = "refuse"
+    output_action: FilterAction = "mask"
+
+    def all_words(self) -> tuple[str, ...]:
+        from functions.common.sensitive import read_word_file
+
+        if self.path is not None and not self.path.is_file():
+            raise ConfigurationError(f"word list {self.name!r}: no file at {self.path}")
+        return tuple(self.words) + (read_word_file(self.path) if self.path is not None else ())
 
 
 def decode_aes_key(encoding_aes_key: str) -> bytes:
@@ -160,6 +180,11 @@ class Settings(BaseSettings):
     continue_pending_text: str = "答案还在准备中，请稍后回复“继续”获取。"
     continue_empty_text: str = "目前没有需要继续的内容，请直接发送您的问题。"
     menu: dict[str, str] = {}
+
+    # Sensitive-word filtering (functions/common/sensitive.py). Default: the bundled abuse list.
+    word_lists: list[WordListConfig] = [WordListConfig(name="abuse", path=BUNDLED_WORD_LIST)]
+    refused_input_text: str = "您的消息包含不文明用语，请修改后再发送。"
+    refused_output_text: str = "抱歉，这个问题我无法回答。"
 
     @field_validator("continue_hint_text")
     @classmethod

@@ -6,8 +6,10 @@ from typing import Any
 
 from functions.common.clock import Clock, RandomSource, SecureRandom, SystemClock
 from functions.common.records import InboundMessage, Reply
+from functions.common.sensitive import SensitiveWordFilter, word_lists_from
 from functions.common.settings import load_settings
 from functions.encrypt.core import ReplySealer, render_answer_text
+from observability.logs import audit_event, hashed_user
 
 
 class EncryptServer:
@@ -22,11 +24,24 @@ class EncryptServer:
             settings.account_map(), clock or SystemClock(), random or SecureRandom(), continue_hint=settings.continue_hint_text
         )
 
+        # The last gate before the user: model answers, quotes, canned texts and pushed parts
+        # all pass through text_reply.
+        self._filter = SensitiveWordFilter(word_lists_from(settings.word_lists))
+        self._refused_text = settings.refused_output_text
+
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
 
     def text_reply(self, message: InboundMessage, text: str, sources: tuple[str, ...] = ()) -> Reply:
+        decision = self._filter.scan(text, "output")
+        if decision.action != "pass":
+            audit_event("filtered", direction="output", action=decision.action, lists=decision.hits,
+                        account=message.account, user=hashed_user(message.from_user), msg_id=message.msg_id)
+        if decision.action == "refuse":
+            text, sources = self._refused_text, ()
+        elif decision.action == "mask":
+            text = decision.text
         return self._core.text_reply(message, render_answer_text(text, sources))
 
     def part_reply(self, message: InboundMessage, text: str) -> Reply:

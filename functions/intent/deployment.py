@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.common.records import InboundMessage, Intent
+from dataclasses import replace
+
+from functions.common.records import InboundMessage, Intent, Route
+from functions.common.sensitive import SensitiveWordFilter, word_lists_from
 from functions.common.settings import load_settings
 from functions.intent.core import IntentClassifier, IntentTexts
+from observability.logs import audit_event, hashed_user
 
 
 class IntentServer:
@@ -26,9 +30,20 @@ class IntentServer:
             )
         )
 
+        self._filter = SensitiveWordFilter(word_lists_from(settings.word_lists))
+        self._refused_text = settings.refused_input_text
+
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
 
     def classify(self, message: InboundMessage) -> Intent:
+        if message.content:
+            decision = self._filter.scan(message.content, "input")
+            if decision.action != "pass":
+                audit_event("filtered", direction="input", action=decision.action, lists=decision.hits,
+                            account=message.account, user=hashed_user(message.from_user), msg_id=message.msg_id)
+            if decision.action == "refuse":
+                return Intent(Route.ABUSE, 1.0, "sensitive words", reply=self._refused_text)
+            message = replace(message, content=decision.text)
         return self._core.classify(message)
