@@ -27,6 +27,7 @@ from functions.common.errors import WxAssistError
 from functions.common.continuation import ContinuationStore, continued_text, is_continue_request
 from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow, Overflow, PushOverflow
 from functions.common.ledger import ClaimLedger
+from functions.common.limits import LimitPolicy, RateLimiter
 from functions.common.memory import ConversationMemory
 from functions.common.outbox import Outbox
 from functions.common.records import InboundMessage, Intent, Rejection, Reply, Route, Turn
@@ -34,7 +35,7 @@ from functions.common.settings import load_settings
 from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
 from knowledge.cli import ensure_sample_knowledge, open_kb, register_kb_commands
-from observability.logs import configure_logging, hashed_user, log_event, logger
+from observability.logs import audit_event, configure_logging, hashed_user, log_event, logger
 
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
@@ -66,6 +67,10 @@ class Ingress:
         self._continuations = ContinuationStore(
             store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=2 * settings.job_lease_s
         )
+        self._limiter = RateLimiter(store, clock, LimitPolicy(
+            settings.user_burst, settings.user_per_min, settings.account_burst, settings.account_per_s
+        ))
+        self._limited_text = {"user": settings.limited_user_text, "account": settings.limited_account_text}
         self._memory = ConversationMemory(
             store, clock, ttl_s=settings.memory_ttl_s, max_turns=settings.memory_max_turns
         )
@@ -173,6 +178,10 @@ class Ingress:
         """The reply, and what the log line should say about how it was made."""
         details: dict[str, Any] = {"route": "error"}
         try:
+            refused = await self._over_limit(message)
+            if refused is not None:
+                details["route"] = "limited"
+                return await self._encrypt.text_reply.remote(message, refused), details
             if message.account in self._passive_only and is_continue_request(message, self._continue_keyword):
                 details["route"] = "continue"
                 return await self._continue(message), details
@@ -211,6 +220,22 @@ class Ingress:
                 _log_failure("failure reply", second)
                 return NO_REPLY, details
 
+
+    async def _over_limit(self, message: InboundMessage) -> str | None:
+        """The friendly refusal for a user or account over its rate limit; None to go on.
+        Events are not limited (WeChat sends them, not the user's typing)."""
+        if message.msg_type == "event":
+            return None
+        try:
+            admission = await asyncio.to_thread(self._limiter.admit, message)
+        except Exception as exc:  # limits protect the GPU; a store outage must not silence users
+            _log_failure("rate limit", exc)
+            return None
+        if admission.allowed:
+            return None
+        audit_event("limited", scope=admission.scope, retry_after_s=round(admission.retry_after_s, 1),
+                    account=message.account, user=hashed_user(message.from_user), msg_id=message.msg_id)
+        return self._limited_text[admission.scope]
 
     async def _recall(self, message: InboundMessage) -> tuple[Turn, ...]:
         try:

@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     memory_ttl_s: float = 86400.0  # forgotten this long after the last turn
     memory_token_budget: int = 256  # of the prompt, for earlier turns (newest first)
 
+    # Rate limits (token buckets in the state store); a burst or rate of 0 turns one off.
+    user_burst: int = 10  # messages a user may send at once...
+    user_per_min: float = 20.0  # ...and per minute after that
+    account_burst: int = 500
+    account_per_s: float = 50.0
+    limited_user_text: str = "您发送得太快了，请稍等一会儿再问我。"
+    limited_account_text: str = "现在咨询的人比较多，请稍后再试。"
+
     # Knowledge base: a Milvus Lite directory by default, or http://host:19530 for a server.
     kb_uri: str | None = None
     kb_collection: str = "wxassist_kb"

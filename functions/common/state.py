@@ -6,7 +6,8 @@
   compare-and-set, server-side expiry.
 
 Values are strings (callers store JSON); every key has a time to live. The claim ledger and
-the access-token cache are built on the five key operations, the outbox on the queue ones.
+the access-token cache are built on the five key operations, the outbox on the queue ones,
+rate limits on ``take_token`` (a token bucket updated atomically in one step).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class StateStore(Protocol):
         ...
 
     def delete(self, key: str) -> None: ...
+
+    def take_token(self, key: str, capacity: float, refill_per_s: float, now_s: float) -> float:
+        """Atomically take one token from the bucket at ``key`` (full when new): 0.0 if one was
+        taken, otherwise the seconds until one will be there."""
+        ...
 
     # Durable queues (the outbox). An item is due at a time; leasing a due item moves its due
     # time past the lease, so a worker that dies holding it simply lets it come due again.
@@ -138,6 +144,17 @@ class SQLiteStateStore:
         with self._lock:
             self._db.execute("DELETE FROM state WHERE key = ?", (key,))
 
+    def take_token(self, key: str, capacity: float, refill_per_s: float, now_s: float) -> float:
+        with self._lock, self._immediate():
+            row = self._db.execute("SELECT value FROM state WHERE key = ? AND expires_at > ?", (key, now_s)).fetchone()
+            tokens, updated_s = (capacity, now_s) if row is None else map(float, row[0].split(","))
+            tokens, updated_s, wait_s = _take(tokens, updated_s, capacity, refill_per_s, now_s)
+            self._db.execute(
+                "INSERT OR REPLACE INTO state (key, value, expires_at) VALUES (?, ?, ?)",
+                (key, f"{tokens!r},{updated_s!r}", now_s + _bucket_ttl_s(capacity, refill_per_s)),
+            )
+            return wait_s
+
     def enqueue(self, queue: str, item_id: str, payload: str, due_s: float) -> bool:
         with self._lock:
             cursor = self._db.execute(
@@ -202,6 +219,38 @@ return 0
 """
 
 
+# The token bucket, as _take below: "tokens,updated" refilled to now, one taken if there.
+# Returned as a string: Redis turns Lua numbers into integers.
+_TAKE_TOKEN = """
+local capacity, rate, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, updated = capacity, now
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local sep = string.find(raw, ',', 1, true)
+  tokens, updated = tonumber(string.sub(raw, 1, sep - 1)), tonumber(string.sub(raw, sep + 1))
+end
+tokens = math.min(capacity, tokens + math.max(0, now - updated) * rate)
+updated = math.max(now, updated)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('SET', KEYS[1], string.format('%.17g,%.17g', tokens, updated), 'PX', ARGV[4])
+return string.format('%.17g', wait)
+"""
+
+
+def _take(tokens: float, updated_s: float, capacity: float, refill_per_s: float, now_s: float) -> tuple[float, float, float]:
+    """(tokens left, updated at, seconds to wait): a replica whose clock is behind refills nothing."""
+    tokens = min(capacity, tokens + max(0.0, now_s - updated_s) * refill_per_s)
+    if tokens >= 1:
+        return tokens - 1, max(now_s, updated_s), 0.0
+    return tokens, max(now_s, updated_s), (1 - tokens) / refill_per_s
+
+
+def _bucket_ttl_s(capacity: float, refill_per_s: float) -> float:
+    """A bucket left alone this long is full again: it need not be kept."""
+    return capacity / refill_per_s + 60.0
+
+
 # A queue is a sorted set of item ids by due time plus a hash of payloads.
 _ENQUEUE = """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
@@ -230,6 +279,7 @@ class RedisStateStore:
         self._compare_and_set = self._redis.register_script(_COMPARE_AND_SET)
         self._enqueue = self._redis.register_script(_ENQUEUE)
         self._lease = self._redis.register_script(_LEASE)
+        self._take_token = self._redis.register_script(_TAKE_TOKEN)
 
     def get(self, key: str) -> str | None:
         return self._redis.get(key)
@@ -245,6 +295,10 @@ class RedisStateStore:
 
     def delete(self, key: str) -> None:
         self._redis.delete(key)
+
+    def take_token(self, key: str, capacity: float, refill_per_s: float, now_s: float) -> float:
+        ttl_ms = _ms(_bucket_ttl_s(capacity, refill_per_s))
+        return float(self._take_token(keys=[key], args=[repr(capacity), repr(refill_per_s), repr(now_s), ttl_ms]))
 
     def enqueue(self, queue: str, item_id: str, payload: str, due_s: float) -> bool:
         return bool(self._enqueue(keys=_queue_keys(queue), args=[item_id, payload, repr(due_s)]))

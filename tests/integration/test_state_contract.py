@@ -192,3 +192,35 @@ def test_replicas_opening_a_fresh_sqlite_store_together_all_succeed(tmp_path):
     for worker in workers:
         worker.join(timeout=60)
     assert all(outcome == "ok" for _, outcome in outcomes), outcomes
+
+
+def test_a_token_bucket_empties_then_refills(store):
+    k, now = key(), time.time()
+    waits = [store.take_token(k, capacity=3, refill_per_s=0.5, now_s=now) for _ in range(4)]
+    assert waits[:3] == [0.0, 0.0, 0.0] and waits[3] == pytest.approx(2.0)
+    assert store.take_token(k, 3, 0.5, now + 1.0) == pytest.approx(1.0)  # half a token back
+    assert store.take_token(k, 3, 0.5, now + 2.0) == 0.0
+    assert store.take_token(key(), 3, 0.5, now) == 0.0  # another key, another bucket
+
+
+def test_a_token_bucket_holds_across_replicas(store_uri):
+    """Two replicas (two connections), eight threads each, one bucket of 25: exactly 25 pass."""
+    k, now = key(), time.time()
+    replicas = [open_state_store(store_uri), open_state_store(store_uri)]
+    taken: list[float] = []
+    lock = threading.Lock()
+
+    def hammer(replica) -> None:
+        for _ in range(10):
+            wait = replica.take_token(k, capacity=25, refill_per_s=1e-6, now_s=now)
+            with lock:
+                taken.append(wait)
+
+    threads = [threading.Thread(target=hammer, args=(replicas[n % 2],)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for replica in replicas:
+        replica.close()
+    assert len(taken) == 160 and taken.count(0.0) == 25
