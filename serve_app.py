@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import os
 import re
@@ -74,6 +75,7 @@ class Ingress:
         self._memory = ConversationMemory(
             store, clock, ttl_s=settings.memory_ttl_s, max_turns=settings.memory_max_turns
         )
+        self._faq_accounts = {name for name, account in settings.account_map().items() if account.faq_fast_path}
         self._passive_only = {name for name, account in settings.account_map().items() if account.strategy == "passive-only"}
         pushed, held = PushOverflow(Outbox(store, clock), clock), HeldOverflow(self._continuations, self._pending_reply)
 
@@ -99,6 +101,7 @@ class Ingress:
         self._no_answer_text = settings.no_answer_text
         self._handoff_text = settings.handoff_text
         self._handoff_transfer = settings.handoff_transfer
+        self._intakes: set[asyncio.Task] = set()
         self._continue_keyword = settings.continue_keyword
         self._continue_hint = settings.continue_hint_text
         self._continue_pending_text = settings.continue_pending_text
@@ -134,8 +137,20 @@ class Ingress:
         body = await _read_capped_body(request, self._max_body_bytes)
         if body is None:
             return _rejected(account, Rejection(413, "BodyTooLarge", f"body exceeds {self._max_body_bytes} bytes"))
+        # The message is in our hands now. WeChat hangs up after 5 s and Serve then cancels this
+        # handler and its calls; a busy replica can take that long before the claim, and a
+        # message whose every delivery was cancelled before its claim would be lost. So the
+        # rest runs in a task of its own that a hang-up does not cancel.
+        intake = asyncio.create_task(
+            self._intake(account, dict(request.query_params), body, started_s), context=contextvars.Context()
+        )
+        self._intakes.add(intake)
+        intake.add_done_callback(self._intakes.discard)
+        return await asyncio.shield(intake)
+
+    async def _intake(self, account: str, query: dict[str, str], body: bytes, started_s: float) -> Response:
         try:
-            opened = await self._decrypt.open_callback.remote(account, dict(request.query_params), body)
+            opened = await self._decrypt.open_callback.remote(account, query, body)
         except Exception as exc:  # a bug or a dead replica, not the sender's fault: WeChat retries
             return _unavailable("open_callback", exc)
         if isinstance(opened, Rejection):
@@ -198,9 +213,16 @@ class Ingress:
             question = intent.query or ""
             history = await self._recall(message)
             details["turns"] = len(history)
-            passages = []
+            passages: list = []
             if intent.route is Route.KNOWLEDGE:
-                passages = await self._retrieve.retrieve.remote(retrieval_query(question, history))
+                found = await self._retrieve.find.remote(
+                    question, retrieval_query(question, history), message.account in self._faq_accounts
+                )
+                if found.answer:  # curated or cached: no GPU time
+                    details["grounding"] = found.kind
+                    await self._remember(message, question, found.answer)
+                    return await self._encrypt.text_reply.remote(message, found.answer, found.sources), details
+                passages = list(found.passages)
                 details["passages"] = len(passages)
                 if not passages:  # nothing to ground an answer in: say so, spend no GPU time
                     return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
@@ -539,7 +561,9 @@ def _cmd_bench_burst(opts: argparse.Namespace) -> int:
     from functions.generate.paced_engine import PacedEngine
 
     home = Path(tempfile.mkdtemp(prefix="wxassist-burst-"))
-    overrides = {"home": str(home), "state_uri": opts.state_uri, "push_poll_s": 0.2}
+    # The FAQ fast path would answer the burst's question without generating: off, so the
+    # burst measures deliveries against a generator's pace.
+    overrides = {"home": str(home), "state_uri": opts.state_uri, "push_poll_s": 0.2, "wechat_faq_fast_path": False}
     settings = load_settings(**overrides)
     ensure_dev_credentials(home)
     _, app_args, options = read_serve_config(Path(opts.config))

@@ -146,7 +146,8 @@ async def run_burst(
     def percentile(share: float) -> float:
         return round(latencies_s[min(len(latencies_s) - 1, int(share * len(latencies_s)))], 3) if latencies_s else 0.0
 
-    logger.info("burst outcomes %s, delivery trails %s", outcomes, statuses)
+    log = logger.warning if delivered != messages or duplicates else logger.info
+    log("burst outcomes %s, delivery trails %s", outcomes, statuses)
     return {
         "sent": messages,
         "delivered": delivered,

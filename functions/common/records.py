@@ -78,6 +78,17 @@ class Passage:
 
 
 @dataclass(frozen=True, slots=True)
+class Found:
+    """What retrieve found for a question: an answer ready without generating (a curated FAQ
+    entry, or a cached answer), or the passages to generate one from."""
+
+    passages: tuple[Passage, ...] = ()
+    answer: str = ""
+    kind: str = "passages"  # "faq", "cache" or "passages"
+    sources: tuple[str, ...] = ()  # titles the ready answer cites
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     text: str
     sources: tuple[str, ...] = ()  # document titles the answer drew on, in rank order

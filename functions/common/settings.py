@@ -56,6 +56,7 @@ class AccountConfig(BaseModel):
     secret: SecretStr | None = None
     agent_id: int | None = None  # WeCom: the self-built app's AgentId, needed to push
     strategy: DeliveryStrategy = "passive-then-push"
+    faq_fast_path: bool = True  # answer close matches of curated FAQ entries without the GPU
 
     @field_validator("aes_key")
     @classmethod
@@ -114,6 +115,7 @@ class Settings(BaseSettings):
     wechat_secret: SecretStr | None = None
     wechat_agent_id: int | None = None
     wechat_strategy: DeliveryStrategy = "passive-then-push"
+    wechat_faq_fast_path: bool = True
     wechat_api_base: str = "https://api.weixin.qq.com"
     accounts: list[AccountConfig] = []
 
@@ -154,6 +156,7 @@ class Settings(BaseSettings):
     kb_collection: str = "wxassist_kb"
     embedding_model_dir: Path | None = None
     retrieve_top_k: int = 3
+    faq_threshold: float = 0.78  # faq_similarity above which the curated answer is used as is
 
     # Generation.
     model_store: Path | None = None
@@ -264,11 +267,15 @@ class Settings(BaseSettings):
                 secret=self.wechat_secret,
                 agent_id=self.wechat_agent_id,
                 strategy=self.wechat_strategy,
+                faq_fast_path=self.wechat_faq_fast_path,
             )
         dev = read_dev_credentials(self.home_dir())
         if dev is None:
             return None
-        return AccountConfig(name=DEFAULT_ACCOUNT, **{"strategy": self.wechat_strategy, **dev})
+        return AccountConfig(
+            name=DEFAULT_ACCOUNT,
+            **{"strategy": self.wechat_strategy, "faq_fast_path": self.wechat_faq_fast_path, **dev},
+        )
 
     def account_map(self) -> dict[str, AccountConfig]:
         accounts = {account.name: account for account in self.accounts}

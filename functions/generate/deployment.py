@@ -32,6 +32,8 @@ class GenerateServer:
             history_tokens=settings.memory_token_budget,
         )
 
+        self._answers = 0
+
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
@@ -39,4 +41,9 @@ class GenerateServer:
     def answer(
         self, question: str, passages: list[Passage], max_new_tokens: int | None = None, history: tuple[Turn, ...] = ()
     ) -> Answer:
+        self._answers += 1
         return self._core.answer(question, passages, max_new_tokens, history)
+
+    def stats(self) -> dict[str, int]:
+        """Answers this replica generated: what the fast paths are measured against."""
+        return {"answers": self._answers}

@@ -18,24 +18,12 @@ import re
 from collections.abc import Sequence
 
 from functions.common.records import Passage
+from functions.common.text import QUESTION_WORD_BIGRAMS, TOKEN_CHAR, bigrams
 
-_TOKEN_CHAR = re.compile(r"[\w\u3400-\u9fff]", re.UNICODE)
 _SENTENCE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]?")
 _FAQ_ANSWER_MARK = "答："
 _LIST_MARK = re.compile(r"^\s*(?:[-*>]|\d+[.)、])\s*")
 MAX_EXTRACT_CHARS = 220
-
-
-def bigrams(text: str) -> set[str]:
-    chars = _TOKEN_CHAR.findall(text.lower())
-    return {a + b for a, b in zip(chars, chars[1:])}
-
-
-# Bigrams of question words: a passage sharing only these with a question is not about it.
-QUESTION_WORD_BIGRAMS = frozenset(
-    {"什么", "怎么", "可以", "有没", "没有", "多少", "是否", "如何", "哪里", "哪些", "为什", "么样", "你们", "我们",
-     "请问", "能否", "能不", "不能", "是不", "不是", "么办", "怎样", "多久", "一下"}
-)
 MIN_NEW_BIGRAMS = 4
 
 
@@ -69,7 +57,7 @@ def leaks_prompt(answer: str, system_prompt: str, window_chars: int = 10) -> boo
 
 def repetitive(answer: str, min_distinct_share: float = 0.6) -> bool:
     """A decoding loop repeats itself: few distinct bigrams among many. Short answers pass."""
-    chars = _TOKEN_CHAR.findall(answer.lower())
+    chars = TOKEN_CHAR.findall(answer.lower())
     pairs = [a + b for a, b in zip(chars, chars[1:])]
     return len(pairs) >= 20 and len(set(pairs)) / len(pairs) < min_distinct_share
 

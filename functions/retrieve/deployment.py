@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
-from functions.common.records import Passage
+from functions.common.records import Found, Passage
 from functions.common.settings import load_settings
 from functions.retrieve.core import Retriever
+from functions.retrieve.faq import FaqMatcher
 
 
 class RetrieveServer:
@@ -17,6 +18,7 @@ class RetrieveServer:
         embedder = SentenceEmbedder(settings.embedding_dir())
         self._kb = KnowledgeBase(settings.kb_location(), settings.kb_collection, embedder)
         self._core = Retriever(self._kb, settings.retrieve_top_k)
+        self._faq = FaqMatcher(self._kb, threshold=settings.faq_threshold)
         # Load the embedding model and jieba's dictionary now, not on the first user's question.
         self._core.retrieve("预热 warm-up")
 
@@ -26,6 +28,15 @@ class RetrieveServer:
 
     def retrieve(self, query: str, top_k: int | None = None) -> list[Passage]:
         return self._core.retrieve(query, top_k)
+
+    def find(self, question: str, query: str, faq: bool = True) -> Found:
+        """One hop for the ingress: the curated FAQ answer when ``question`` matches one (and
+        the account uses the fast path), else the passages for ``query``."""
+        if faq:
+            hit = self._faq.match(question)
+            if hit is not None:
+                return Found(answer=hit.answer, kind="faq", sources=(hit.question,))
+        return Found(passages=tuple(self._core.retrieve(query)))
 
     def __del__(self) -> None:  # Serve calls this on shutdown: release the Milvus Lite lock
         kb = getattr(self, "_kb", None)

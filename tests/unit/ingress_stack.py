@@ -11,12 +11,14 @@ from fastapi.testclient import TestClient
 
 from functions.common.clock import SystemClock
 from functions.common.platform import PlatformSimulator
+from functions.common.records import Found
 from functions.common.settings import Settings
 from functions.decrypt.deployment import DecryptServer
 from functions.encrypt.deployment import EncryptServer
 from functions.generate.deployment import GenerateServer
 from functions.intent.deployment import IntentServer
 from functions.retrieve.core import Retriever
+from functions.retrieve.faq import FaqMatcher
 from serve_app import Ingress, http_app
 from tests.fakes import EchoEngine, ListSearch, passage
 
@@ -44,12 +46,19 @@ class InProcessHandle:
 class RetrieveFromList:
     def __init__(self, passages):
         self._core = Retriever(ListSearch(passages), top_k=3)
+        self._faq = FaqMatcher(ListSearch(passages))
 
     def ready(self):
         return True
 
     def retrieve(self, query, top_k=None):
         return self._core.retrieve(query, top_k)
+
+    def find(self, question, query, faq=True):
+        hit = self._faq.match(question) if faq else None
+        if hit is not None:
+            return Found(answer=hit.answer, kind="faq", sources=(hit.question,))
+        return Found(passages=tuple(self.retrieve(query)))
 
 
 class ReadyOnly:

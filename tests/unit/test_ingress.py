@@ -145,3 +145,51 @@ def test_the_last_delivery_hands_the_answer_to_the_outbox(home):
 
 def open_with(home, response):
     return PlatformSimulator(Settings(home=home).account_map()["default"], SystemClock()).open_reply(response.content)
+
+
+class SlowDecrypt(DecryptServer):
+    """A busy decrypt replica: the delivery's client gives up before the claim is made."""
+
+    def open_callback(self, account, query, body):
+        time.sleep(0.5)
+        return super().open_callback(account, query, body)
+
+
+def test_a_delivery_cancelled_before_its_claim_still_claims_and_answers(home):
+    import asyncio
+    from urllib.parse import urlencode
+
+    from starlette.requests import Request
+
+    from functions.common.clock import FixedClock
+    from functions.common.ledger import ClaimLedger
+    from functions.common.records import InboundMessage
+
+    overrides = {"home": str(home)}
+    generate = GenerateServer(engine_cls=EchoEngine, settings_overrides=overrides)
+    clock = FixedClock(time.time())
+    ingress = Ingress(
+        InProcessHandle(SlowDecrypt(overrides)), InProcessHandle(IntentServer(overrides)),
+        InProcessHandle(RetrieveFromList([POLICY])), InProcessHandle(generate),
+        InProcessHandle(EncryptServer(overrides)), InProcessHandle(ReadyOnly()), overrides, clock=clock,
+    )
+    platform = PlatformSimulator(Settings(home=home).account_map()["default"], clock)
+    callback = platform.callback(text("退货政策是什么"))
+
+    async def scenario() -> None:
+        scope = {"type": "http", "method": "POST", "path": "/wechat/default", "headers": [],
+                 "query_string": urlencode(callback.query).encode()}
+
+        async def receive():
+            return {"type": "http.request", "body": callback.body, "more_body": False}
+
+        delivery = asyncio.create_task(ingress.callback("default", Request(scope, receive)))
+        await asyncio.sleep(0.2)
+        delivery.cancel()  # WeChat hung up; Serve cancels the handler while decrypt is busy
+        await asyncio.sleep(2.0)
+
+    asyncio.run(scenario())
+    ledger = ClaimLedger(SQLiteStateStore(home / "state.db", clock), clock, ttl_s=3600, job_lease_s=60)
+    message = InboundMessage("default", "gh", "o-user", 0, "text", msg_id="7")
+    assert ledger.lookup(message.dedupe_key).state == "done"  # claimed and answered all the same
+    assert len(generate._core._engine.calls) == 1

@@ -9,7 +9,7 @@ import pytest
 from functions.common.clock import FixedClock
 from functions.common.memory import ConversationMemory, memory_key
 from functions.common.platform import event_message_xml, reply_text, text_message_xml
-from functions.common.records import InboundMessage, Passage, Turn
+from functions.common.records import Found, InboundMessage, Passage, Turn
 from functions.common.state import SQLiteStateStore
 from functions.generate.core import Completion, build_messages, recent_turns
 from functions.generate.deployment import GenerateServer
@@ -123,8 +123,8 @@ class RetrieveAboutAnything:
     def ready(self):
         return True
 
-    def retrieve(self, query, top_k=None):
-        return [Passage("policy:0", "policy", "policy.md", "退货政策", f"{query} 七天无理由退货。", 1.0)]
+    def find(self, question, query, faq=True):
+        return Found(passages=(Passage("policy:0", "policy", "policy.md", "退货政策", f"{query} 七天无理由退货。", 1.0),))
 
 
 def test_a_thousand_users_never_see_each_others_canaries(home):

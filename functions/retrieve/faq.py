@@ -1,0 +1,74 @@
+"""The FAQ fast path: a question that matches a curated FAQ entry closely enough is answered
+with the curated answer, without touching the GPU.
+
+FAQ entries are the knowledge base's FAQ documents (JSONL/CSV ``question,answer`` files,
+chunked as "问：…\\n答：…" with the question as title), so re-ingesting the FAQ updates the fast
+path too. Candidates come from the BM25 search; each is scored against the user's question by
+``faq_similarity`` and the best is used only above the threshold: a wrong curated answer is
+worse than a generated one, so the threshold favours precision.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from functions.common.records import Passage
+from functions.common.text import faq_similarity
+
+# An FAQ chunk: "问：<question>\n答：<answer>", as stored possibly under a title line.
+_FAQ_CHUNK = re.compile(r"(?:\A|\n)问：([^\n]*)\n答：(.*)\Z", re.DOTALL)
+
+
+class KeywordSearch(Protocol):
+    def keyword_search(self, query: str, limit: int) -> list[Passage]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FaqHit:
+    question: str  # the curated question it matched
+    answer: str
+    doc_id: str
+    score: float
+
+
+def faq_answer(passage: Passage) -> str | None:
+    """The curated answer of an FAQ chunk, or None for anything else (prose that happens to
+    contain a 问/答 pair is not an FAQ entry: its title is not the question)."""
+    match = _FAQ_CHUNK.search(passage.text)
+    if match is None or match.group(1).strip() != passage.title.strip():
+        return None
+    return match.group(2).strip()
+
+
+class FaqMatcher:
+    def __init__(self, search: KeywordSearch, *, threshold: float = 0.78, candidates: int = 8):
+        self._search = search
+        self._threshold = threshold
+        self._candidates = candidates
+
+    def match(self, question: str) -> FaqHit | None:
+        best: FaqHit | None = None
+        pieces: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for passage in self._search.keyword_search(question, self._candidates):
+            answer = faq_answer(passage)
+            if answer is None:
+                continue
+            # A long answer is chunked under one question: keep its pieces in order.
+            pieces.setdefault((passage.doc_id, passage.title), []).append((_chunk_index(passage), answer))
+            score = faq_similarity(question, passage.title)
+            if score >= self._threshold and (best is None or score > best.score):
+                best = FaqHit(passage.title, answer, passage.doc_id, round(score, 4))
+        if best is None:
+            return None
+        found = sorted(pieces[(best.doc_id, best.question)])
+        indexes = [index for index, _ in found]
+        if indexes != list(range(indexes[0], indexes[0] + len(indexes))):
+            return None  # a piece of a long answer was not among the candidates: generate instead
+        return FaqHit(best.question, "".join(text for _, text in found), best.doc_id, best.score)
+
+
+def _chunk_index(passage: Passage) -> int:
+    tail = passage.chunk_id.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
