@@ -20,6 +20,7 @@ class Route(str, enum.Enum):
     HANDOFF = "handoff"
     KNOWLEDGE = "knowledge"
     CHITCHAT = "chitchat"
+    TOOL = "tool"  # answered by a tool (functions/intent/tools.py), no generation
     UNSUPPORTED = "unsupported"
     ABUSE = "abuse"  # refused: sensitive words, or abuse the classifier recognised
     IGNORE = "ignore"  # nothing to say (unsubscribe, view-link click): answer "success"

@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     memory_ttl_s: float = 86400.0  # forgotten this long after the last turn
     memory_token_budget: int = 256  # of the prompt, for earlier turns (newest first)
 
+    # Tools (functions/intent/tools.py): import paths, asked in order.
+    tools: list[str] = [
+        "functions.intent.calculator:Calculator",
+        "functions.intent.business_info:BusinessInfo",
+    ]
+    business_info: Path | None = None  # JSON; default: knowledge/structured/business.json
+
     # Rate limits (token buckets in the state store); a burst or rate of 0 turns one off.
     user_burst: int = 10  # messages a user may send at once...
     user_per_min: float = 20.0  # ...and per minute after that

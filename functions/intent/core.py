@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from functions.common.records import InboundMessage, Intent, Route
+from functions.intent.tools import ToolBox
 
 GREETINGS = frozenset(
     {"你好", "您好", "hi", "hello", "hey", "在吗", "在么", "在不在", "早上好", "下午好", "晚上好", "哈喽", "嗨", "你好呀", "您好呀"}
@@ -49,8 +50,9 @@ def normalise(text: str) -> str:
 
 
 class IntentClassifier:
-    def __init__(self, texts: IntentTexts):
+    def __init__(self, texts: IntentTexts, tools: ToolBox | None = None):
         self._texts = texts
+        self._tools = tools or ToolBox(())
 
     def classify(self, message: InboundMessage) -> Intent:
         if message.msg_type == "event":
@@ -88,6 +90,9 @@ class IntentClassifier:
             return Intent(Route.CHITCHAT, 1.0, "goodbye", reply=self._texts.goodbye)
         if CHITCHAT_PATTERNS.match(bare or text):
             return Intent(Route.CHITCHAT, 0.8, "small talk", query=content.strip())
+        tool = self._tools.answer(content)
+        if tool is not None:
+            return Intent(Route.TOOL, 1.0, f"tool {tool.tool}: {tool.intent}", query=content.strip(), reply=tool.text)
         return Intent(Route.KNOWLEDGE, 0.6, "default: knowledge question", query=content.strip())
 
     def _command(self, text: str) -> Intent:

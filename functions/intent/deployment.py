@@ -10,6 +10,7 @@ from functions.common.records import InboundMessage, Intent, Route
 from functions.common.sensitive import SensitiveWordFilter, word_lists_from
 from functions.common.settings import load_settings
 from functions.intent.core import IntentClassifier, IntentTexts
+from functions.intent.tools import load_tools
 from observability.logs import audit_event, hashed_user
 
 
@@ -27,7 +28,8 @@ class IntentServer:
                 thanks=settings.thanks_text,
                 goodbye=settings.goodbye_text,
                 menu=settings.menu,
-            )
+            ),
+            load_tools(settings.tools, {"business_info": {"path": settings.business_info}}),
         )
 
         self._filter = SensitiveWordFilter(word_lists_from(settings.word_lists))
