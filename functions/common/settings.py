@@ -149,6 +149,7 @@ class Settings(BaseSettings):
         "functions.intent.business_info:BusinessInfo",
     ]
     business_info: Path | None = None  # JSON; default: knowledge/structured/business.json
+    tool_options: dict[str, dict[str, Any]] = {}  # by tool name: keyword arguments for its constructor
 
     # Rate limits (token buckets in the state store); a burst or rate of 0 turns one off.
     user_burst: int = 10  # messages a user may send at once...

@@ -29,7 +29,7 @@ class IntentServer:
                 goodbye=settings.goodbye_text,
                 menu=settings.menu,
             ),
-            load_tools(settings.tools, {"business_info": {"path": settings.business_info}}),
+            load_tools(settings.tools, {"business_info": {"path": settings.business_info}, **settings.tool_options}),
         )
 
         self._filter = SensitiveWordFilter(word_lists_from(settings.word_lists))
