@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     memory_ttl_s: float = 86400.0  # forgotten this long after the last turn
     memory_token_budget: int = 256  # of the prompt, for earlier turns (newest first)
 
+    # Intent by nearest labelled examples (functions/intent/knn.py), after the rules and tools.
+    intent_knn: bool = True
+    intent_examples: Path | None = None  # JSONL of {"text", "route"}; default: knowledge/intents/
+    intent_threshold: float = 0.6  # vote share a label needs; below it, the knowledge default
+    intent_dense_weight: float = 0.3  # share of the MiniLM cosine in the similarity (rest: n-grams)
+
     # Tools (functions/intent/tools.py): import paths, asked in order.
     tools: list[str] = [
         "functions.intent.calculator:Calculator",
@@ -194,6 +200,8 @@ class Settings(BaseSettings):
     no_answer_text: str = "抱歉，知识库里没有找到相关内容。您可以换个说法，或发送“人工”联系客服。"
     thanks_text: str = "不客气，还有什么可以帮您？"
     goodbye_text: str = "再见，祝您生活愉快！"
+    # Said when the classifier recognises abuse: not a scolding (it may be wrong), an opening.
+    abuse_text: str = "很抱歉让您不满意。请告诉我具体遇到了什么问题，我会尽力帮您；也可以发送“人工”联系客服。"
     continue_keyword: str = "继续"
     continue_hint_text: str = "（内容较长，回复“继续”查看后续）"
     continue_pending_text: str = "答案还在准备中，请稍后回复“继续”获取。"

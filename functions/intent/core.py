@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from functions.common.records import InboundMessage, Intent, Route
+from functions.intent.knn import KnnIntent
 from functions.intent.tools import ToolBox
 
 GREETINGS = frozenset(
@@ -41,6 +42,7 @@ class IntentTexts:
     unsupported: str
     thanks: str = "不客气！"
     goodbye: str = "再见！"
+    abuse: str = "请告诉我遇到了什么问题。"
     menu: dict[str, str] = field(default_factory=dict)  # CLICK EventKey -> question it asks
 
 
@@ -50,9 +52,13 @@ def normalise(text: str) -> str:
 
 
 class IntentClassifier:
-    def __init__(self, texts: IntentTexts, tools: ToolBox | None = None):
+    def __init__(
+        self, texts: IntentTexts, tools: ToolBox | None = None, knn: KnnIntent | None = None, threshold: float = 0.6
+    ):
         self._texts = texts
         self._tools = tools or ToolBox(())
+        self._knn = knn
+        self._threshold = threshold
 
     def classify(self, message: InboundMessage) -> Intent:
         if message.msg_type == "event":
@@ -93,7 +99,22 @@ class IntentClassifier:
         tool = self._tools.answer(content)
         if tool is not None:
             return Intent(Route.TOOL, 1.0, f"tool {tool.tool}: {tool.intent}", query=content.strip(), reply=tool.text)
-        return Intent(Route.KNOWLEDGE, 0.6, "default: knowledge question", query=content.strip())
+        return self._by_examples(content.strip())
+
+    def _by_examples(self, content: str) -> Intent:
+        """The nearest labelled examples decide when they agree enough; otherwise, and for
+        FAQ, knowledge and tool-like questions no tool took, the knowledge route."""
+        prediction = self._knn.predict(content) if self._knn is not None else None
+        if prediction is None or prediction.confidence < self._threshold:
+            return Intent(Route.KNOWLEDGE, 0.6, "default: knowledge question", query=content)
+        reason = f"examples: {prediction.label}"
+        if prediction.label == "chitchat":
+            return Intent(Route.CHITCHAT, prediction.confidence, reason, query=content)
+        if prediction.label == "handoff":
+            return Intent(Route.HANDOFF, prediction.confidence, reason, reply=self._texts.handoff)
+        if prediction.label == "abuse":
+            return Intent(Route.ABUSE, prediction.confidence, reason, reply=self._texts.abuse)
+        return Intent(Route.KNOWLEDGE, prediction.confidence, reason, query=content)
 
     def _command(self, text: str) -> Intent:
         command = text.split()[0]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import functools
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from functions.common.records import InboundMessage, Intent, Route
 from functions.common.sensitive import SensitiveWordFilter, word_lists_from
 from functions.common.settings import load_settings
 from functions.intent.core import IntentClassifier, IntentTexts
+from functions.intent.knn import BUNDLED_EXAMPLES, HybridEmbedding, KnnIntent, read_examples
 from functions.intent.tools import load_tools
 from observability.logs import audit_event, hashed_user
 
@@ -28,10 +30,12 @@ class IntentServer:
                 thanks=settings.thanks_text,
                 goodbye=settings.goodbye_text,
                 menu=settings.menu,
+                abuse=settings.abuse_text,
             ),
             load_tools(settings.tools, {"business_info": {"path": settings.business_info}, **settings.tool_options}),
+            _knn(settings),
+            settings.intent_threshold,
         )
-
         self._filter = SensitiveWordFilter(word_lists_from(settings.word_lists))
         self._refused_text = settings.refused_input_text
 
@@ -49,3 +53,18 @@ class IntentServer:
                 return Intent(Route.ABUSE, 1.0, "sensitive words", reply=self._refused_text)
             message = replace(message, content=decision.text)
         return self._core.classify(message)
+
+
+def _knn(settings) -> KnnIntent | None:
+    if not settings.intent_knn:
+        return None
+    return _classifier(settings.intent_examples or BUNDLED_EXAMPLES, settings.embedding_dir(), settings.intent_dense_weight)
+
+
+@functools.lru_cache(maxsize=4)
+def _classifier(examples: Path, model_dir: Path, dense_weight: float) -> KnnIntent:
+    """Built once per process: embedding the examples takes a second or two on CPU."""
+    from functions.common.knowledge_base import SentenceEmbedder
+
+    embedding = HybridEmbedding(SentenceEmbedder(model_dir).embed, dense_weight=dense_weight)
+    return KnnIntent(read_examples(examples), embedding)

@@ -133,7 +133,7 @@ def test_wxassist_chat_prints_the_grounded_answer(service):
 
 
 def test_a_question_the_knowledge_base_cannot_answer_says_so(service):
-    result = deliver(service, text("火星上有没有门店？", "1003"))
+    result = deliver(service, text("你们的汽车保险怎么理赔？", "1003"))
     content = result.reply["Content"]
     assert content.startswith("抱歉，知识库里没有找到相关内容")
     assert "参考：" not in content  # nothing is cited for an answer we do not have

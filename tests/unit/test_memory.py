@@ -129,7 +129,8 @@ class RetrieveAboutAnything:
 
 def test_a_thousand_users_never_see_each_others_canaries(home):
     client, generate = recording_client(
-        home, ParrotEngine, RetrieveAboutAnything(), min_support=0, max_new_tokens=4096, account_burst=0
+        home, ParrotEngine, RetrieveAboutAnything(), min_support=0, max_new_tokens=4096, account_burst=0,
+        intent_knn=False,  # memory is under test here; 2,000 MiniLM embeddings would only slow it
     )
     users = [f"o-user-{n:04d}" for n in range(1000)]
     canary = {user: f"CANARY{n:04d}X" for n, user in enumerate(users)}
