@@ -76,6 +76,8 @@ class Ingress:
             store, clock, ttl_s=settings.memory_ttl_s, max_turns=settings.memory_max_turns
         )
         self._faq_accounts = {name for name, account in settings.account_map().items() if account.faq_fast_path}
+        self._cache_accounts = {name for name, account in settings.account_map().items() if account.answer_cache}
+        self._background: set[asyncio.Task] = set()
         self._passive_only = {name for name, account in settings.account_map().items() if account.strategy == "passive-only"}
         pushed, held = PushOverflow(Outbox(store, clock), clock), HeldOverflow(self._continuations, self._pending_reply)
 
@@ -213,10 +215,14 @@ class Ingress:
             question = intent.query or ""
             history = await self._recall(message)
             details["turns"] = len(history)
+            # A follow-up's answer depends on the conversation: not served from, or put in,
+            # the answer cache.
+            caching = message.account in self._cache_accounts and not history
             passages: list = []
             if intent.route is Route.KNOWLEDGE:
                 found = await self._retrieve.find.remote(
-                    question, retrieval_query(question, history), message.account in self._faq_accounts
+                    question, retrieval_query(question, history), message.account in self._faq_accounts,
+                    message.account if caching else None,
                 )
                 if found.answer:  # curated or cached: no GPU time
                     details["grounding"] = found.kind
@@ -232,6 +238,10 @@ class Ingress:
             if not answer.text:
                 return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
             await self._remember(message, question, answer.text)
+            if intent.route is Route.KNOWLEDGE and caching and answer.grounding in ("generated", "extractive"):
+                self._in_background(self._retrieve.remember_answer.remote(
+                    message.account, question, answer.text, answer.sources, passages
+                ))
             return await self._encrypt.text_reply.remote(message, answer.text, answer.sources), details
         except Exception as exc:  # the user gets an apology, WeChat gets a 200, the log the cause
             _log_failure("answer", exc)
@@ -242,6 +252,19 @@ class Ingress:
                 _log_failure("failure reply", second)
                 return NO_REPLY, details
 
+
+    def _in_background(self, call) -> None:
+        """Work the user's reply need not wait for; failures are logged, never raised."""
+
+        async def run() -> None:
+            try:
+                await call
+            except Exception as exc:
+                _log_failure("background call", exc)
+
+        task = asyncio.create_task(run(), context=contextvars.Context())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _over_limit(self, message: InboundMessage) -> str | None:
         """The friendly refusal for a user or account over its rate limit; None to go on.
@@ -561,9 +584,10 @@ def _cmd_bench_burst(opts: argparse.Namespace) -> int:
     from functions.generate.paced_engine import PacedEngine
 
     home = Path(tempfile.mkdtemp(prefix="wxassist-burst-"))
-    # The FAQ fast path would answer the burst's question without generating: off, so the
-    # burst measures deliveries against a generator's pace.
-    overrides = {"home": str(home), "state_uri": opts.state_uri, "push_poll_s": 0.2, "wechat_faq_fast_path": False}
+    # The FAQ fast path and the answer cache would answer the burst's one question without
+    # generating: off, so the burst measures deliveries against a generator's pace.
+    overrides = {"home": str(home), "state_uri": opts.state_uri, "push_poll_s": 0.2, "wechat_faq_fast_path": False,
+                 "wechat_answer_cache": False}
     settings = load_settings(**overrides)
     ensure_dev_credentials(home)
     _, app_args, options = read_serve_config(Path(opts.config))

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from functions.common.answer_cache import AnswerCache
+from functions.common.clock import SystemClock
 from functions.common.errors import KnowledgeBaseError
 from functions.common.knowledge_base import KnowledgeBase
 from knowledge.chunking import chunk_document
@@ -54,6 +56,7 @@ def ingest(kb: KnowledgeBase, paths: Iterable[Path]) -> IngestReport:
     kb.ensure_collection()
     stored = kb.document_hashes()
     report = IngestReport()
+    replaced: list[str] = []
     for file, source in discover(paths):
         chunks = chunk_document(load_document(file, source))
         if not chunks:
@@ -63,6 +66,11 @@ def ingest(kb: KnowledgeBase, paths: Iterable[Path]) -> IngestReport:
             report.unchanged.append(source)
             continue
         kb.replace_document(doc_id, chunks)
+        if doc_id in stored:
+            replaced.append(doc_id)
         (report.updated if doc_id in stored else report.added).append(source)
         report.chunks_written += len(chunks)
+    # Cached answers citing a changed document must not outlive it (they are also checked
+    # on every hit, in case another process changes the KB).
+    AnswerCache(kb, SystemClock()).invalidate_documents(replaced)
     return report

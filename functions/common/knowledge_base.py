@@ -9,6 +9,7 @@ retrieve deployment holds it while serving. A Milvus server (``http://…``) has
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -142,6 +143,34 @@ class KnowledgeBase:
         return self._collection_exists
 
     # ---- writes ------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The Milvus client, for collections that live beside the KB (the answer cache)."""
+        return self._client
+
+    @property
+    def collection(self) -> str:
+        return self._collection
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    @property
+    def is_local(self) -> bool:
+        return self._is_local
+
+    def hashes_of(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """doc_id -> doc_hash for the given documents that are stored (absent: deleted)."""
+        wanted = [doc_id for doc_id in dict.fromkeys(doc_ids) if _DOC_ID.match(doc_id)]
+        if not wanted or not self.has_collection():
+            return {}
+        rows = self._client.query(
+            self._collection, filter=f"doc_id in {json.dumps(wanted)}", output_fields=["doc_id", "doc_hash"],
+            limit=_LITE_MAX_ROWS,
+        )
+        return {row["doc_id"]: row["doc_hash"] for row in rows}
 
     def document_hashes(self) -> dict[str, str]:
         """doc_id -> doc_hash for every document stored."""

@@ -57,6 +57,7 @@ class AccountConfig(BaseModel):
     agent_id: int | None = None  # WeCom: the self-built app's AgentId, needed to push
     strategy: DeliveryStrategy = "passive-then-push"
     faq_fast_path: bool = True  # answer close matches of curated FAQ entries without the GPU
+    answer_cache: bool = True  # serve generated answers again to the same question
 
     @field_validator("aes_key")
     @classmethod
@@ -116,6 +117,7 @@ class Settings(BaseSettings):
     wechat_agent_id: int | None = None
     wechat_strategy: DeliveryStrategy = "passive-then-push"
     wechat_faq_fast_path: bool = True
+    wechat_answer_cache: bool = True
     wechat_api_base: str = "https://api.weixin.qq.com"
     accounts: list[AccountConfig] = []
 
@@ -171,6 +173,8 @@ class Settings(BaseSettings):
     embedding_model_dir: Path | None = None
     retrieve_top_k: int = 3
     faq_threshold: float = 0.78  # faq_similarity above which the curated answer is used as is
+    answer_cache_ttl_s: float = 7 * 86400.0  # a cached answer is regenerated after this
+    answer_cache_threshold: float = 0.8  # faq_similarity a question needs to a cached one
 
     # Generation.
     model_store: Path | None = None
@@ -284,13 +288,15 @@ class Settings(BaseSettings):
                 agent_id=self.wechat_agent_id,
                 strategy=self.wechat_strategy,
                 faq_fast_path=self.wechat_faq_fast_path,
+                answer_cache=self.wechat_answer_cache,
             )
         dev = read_dev_credentials(self.home_dir())
         if dev is None:
             return None
         return AccountConfig(
             name=DEFAULT_ACCOUNT,
-            **{"strategy": self.wechat_strategy, "faq_fast_path": self.wechat_faq_fast_path, **dev},
+            **{"strategy": self.wechat_strategy, "faq_fast_path": self.wechat_faq_fast_path,
+               "answer_cache": self.wechat_answer_cache, **dev},
         )
 
     def account_map(self) -> dict[str, AccountConfig]:

@@ -85,7 +85,7 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
     # The questions carry "#N" for the generator's pace: the FAQ fast path would answer them
     # without generating, so it is off in this application.
     lite = AccountConfig(name="lite", token="lite-token", aes_key="L" * 43, appid="wxlite0001", strategy="passive-only",
-                         faq_fast_path=False)
+                         faq_fast_path=False, answer_cache=False)
     config = home / "accounts.yaml"
     config.write_text(yaml.safe_dump({"accounts": [{**lite.model_dump(), "token": "lite-token", "aes_key": "L" * 43}]}))
     with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
@@ -98,8 +98,10 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
     base_url = f"{service.base_url}/sleepy"
     emulator = WeChatEmulator({**settings.account_map(), "lite": lite}, base_url)
     with BackgroundServer(emulator_app(emulator), free_port()) as platform:
+        # Deliveries are under test here: the classifier's MiniLM embedding per message would
+        # only add CPU load to a 2-core machine already running a 200-message burst.
         args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2,
-                "wechat_faq_fast_path": False}
+                "wechat_faq_fast_path": False, "wechat_answer_cache": False, "intent_knn": False}
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
         serve.run(app, name="sleepy", route_prefix="/sleepy")
         yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)
