@@ -49,7 +49,7 @@ class SentenceEmbedder:
         self._model: Any = None
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors = self._loaded().encode(list(texts), normalize_embeddings=True, batch_size=32)
+        vectors = self._loaded().encode(list(texts), normalize_embeddings=True, batch_size=32, show_progress_bar=False)
         return [vector.tolist() for vector in vectors]
 
     def _loaded(self) -> Any:
