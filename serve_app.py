@@ -143,21 +143,28 @@ class Ingress:
         # handler and its calls; a busy replica can take that long before the claim, and a
         # message whose every delivery was cancelled before its claim would be lost. So the
         # rest runs in a task of its own that a hang-up does not cancel.
+        hung_up = asyncio.Event()
         intake = asyncio.create_task(
-            self._intake(account, dict(request.query_params), body, started_s), context=contextvars.Context()
+            self._intake(account, dict(request.query_params), body, started_s, hung_up), context=contextvars.Context()
         )
         self._intakes.add(intake)
         intake.add_done_callback(self._intakes.discard)
-        return await asyncio.shield(intake)
+        try:
+            return await asyncio.shield(intake)
+        except asyncio.CancelledError:
+            hung_up.set()  # its reply would reach nobody: it must not count as served
+            raise
 
-    async def _intake(self, account: str, query: dict[str, str], body: bytes, started_s: float) -> Response:
+    async def _intake(
+        self, account: str, query: dict[str, str], body: bytes, started_s: float, hung_up: asyncio.Event
+    ) -> Response:
         try:
             opened = await self._decrypt.open_callback.remote(account, query, body)
         except Exception as exc:  # a bug or a dead replica, not the sender's fault: WeChat retries
             return _unavailable("open_callback", exc)
         if isinstance(opened, Rejection):
             return _rejected(account, opened)
-        outcome = await self._delivery.deliver(opened)
+        outcome = await self._delivery.deliver(opened, started=started_s, hung_up=hung_up)
         log_event(
             "delivered",
             account=account,

@@ -145,8 +145,14 @@ class DeliveryCoordinator:
         self._poll_s = poll_s
         self._jobs: set[asyncio.Task] = set()
 
-    async def deliver(self, message: InboundMessage) -> Outcome:
-        window_end = time.monotonic() + self._policy.window_s
+    async def deliver(
+        self, message: InboundMessage, *, started: float | None = None, hung_up: asyncio.Event | None = None
+    ) -> Outcome:
+        """``started``: when the delivery reached us (``time.monotonic()``; default now), so
+        the window counts the time spent before this call. ``hung_up``: set when WeChat has
+        given up on this delivery; a reply nobody receives must not count as served."""
+        hung_up = hung_up or asyncio.Event()
+        window_end = (time.monotonic() if started is None else started) + self._policy.window_s
         arrived_s = self._clock.now_s()  # "last delivery" is judged by arrival, not after waiting
         job_id = uuid.uuid4().hex
         try:
@@ -163,13 +169,17 @@ class DeliveryCoordinator:
             self._track(job)
             await asyncio.wait({job}, timeout=max(window_end - time.monotonic(), 0.0))
             entry = await self._lookup(message) or entry
-        while entry.state == "in_flight" and time.monotonic() < window_end:
+        while entry.state == "in_flight" and time.monotonic() < window_end and not hung_up.is_set():
             await asyncio.sleep(self._poll_s)
             entry = await self._lookup(message) or entry
         if entry.state == "in_flight" and self._policy.is_last_delivery(entry.deliveries, entry.first_seen_s, arrived_s):
             entry = await asyncio.to_thread(self._ledger.hand_off, message.dedupe_key) or entry
             if entry.state != "done":  # the job will hand its answer to the overflow
                 return await self._handed_off(message, entry)
+        if entry.state == "done" and hung_up.is_set():
+            # Nobody is listening: leave the reply unserved, so the next delivery serves it or,
+            # after the last window, the job's fallback sends it the other way.
+            return Outcome("not_yet", deliveries=entry.deliveries)
         if entry.state == "done":
             entry = await asyncio.to_thread(self._ledger.mark_served, message.dedupe_key) or entry
         if entry.state == "done":

@@ -83,3 +83,54 @@ def test_an_answer_a_delivery_carried_is_not_pushed(parts):
 
     assert asyncio.run(scenario()).kind == "passive"
     assert ledger.lookup(MESSAGE.dedupe_key).served and outbox.backlog() == 0
+
+
+def test_a_reply_ready_after_wechat_hung_up_is_not_counted_as_served(parts):
+    """The delivery's client gave up (its handler was cancelled) just before the answer was
+    ready: returning it would reach nobody, so it stays unserved and is pushed after the
+    last window. Counted as served, it would be lost."""
+    clock, store, ledger, _ = parts
+
+    async def scenario():
+        release = asyncio.Event()
+        hung_up = asyncio.Event()
+
+        async def answer(message, budget):
+            await release.wait()
+            return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+        delivering = coordinator(parts, answer)
+        delivery = asyncio.create_task(delivering.deliver(MESSAGE, hung_up=hung_up))
+        await asyncio.sleep(0.05)
+        hung_up.set()
+        release.set()
+        outcome = await delivery
+        clock.advance(20)
+        await delivering.drain()
+        return outcome
+
+    assert asyncio.run(scenario()).kind == "not_yet"
+    entry = ledger.lookup(MESSAGE.dedupe_key)
+    assert entry.state == "pushed" and not entry.served
+    assert [item_id for item_id, _ in store.lease(PENDING_QUEUE, now_s=2e6, lease_s=1, limit=5)][0].endswith(":0")
+
+
+def test_the_window_counts_from_when_the_delivery_reached_us(parts):
+    import time
+
+    async def answer(message, budget):
+        await asyncio.sleep(1.0)
+        return Reply("<xml>late</xml>", parts=("答案。",))
+
+    async def scenario():
+        delivering = coordinator(parts, answer)  # a 0.3 s window
+        started = time.monotonic() - 0.25  # decrypt and queueing already took 0.25 s of it
+        began = time.monotonic()
+        outcome = await delivering.deliver(MESSAGE, started=started)
+        waited = time.monotonic() - began
+        parts[0].advance(20)
+        await delivering.drain()
+        return outcome, waited
+
+    outcome, waited = asyncio.run(scenario())
+    assert outcome.kind == "not_yet" and waited < 0.2
