@@ -219,37 +219,7 @@ class Ingress:
                 return await self._encrypt.handoff_reply.remote(message, self._handoff_text), details
             if intent.reply is not None:
                 return await self._encrypt.text_reply.remote(message, intent.reply), details
-            question = intent.query or ""
-            history = await self._recall(message)
-            details["turns"] = len(history)
-            # A follow-up's answer depends on the conversation: not served from, or put in,
-            # the answer cache.
-            caching = message.account in self._cache_accounts and not history
-            passages: list = []
-            if intent.route is Route.KNOWLEDGE:
-                found = await self._retrieve.find.remote(
-                    question, retrieval_query(question, history), message.account in self._faq_accounts,
-                    message.account if caching else None,
-                )
-                if found.answer:  # curated or cached: no GPU time
-                    details["grounding"] = found.kind
-                    await self._remember(message, question, found.answer)
-                    return await self._encrypt.text_reply.remote(message, found.answer, found.sources), details
-                passages = list(found.passages)
-                details["passages"] = len(passages)
-                if not passages:  # nothing to ground an answer in: say so, spend no GPU time
-                    return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
-            answer = await self._generate.answer.remote(question, passages, max_new_tokens, history)
-            details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
-                           truncated=answer.truncated)
-            if not answer.text:
-                return await self._encrypt.text_reply.remote(message, self._no_answer_text), details
-            await self._remember(message, question, answer.text)
-            if intent.route is Route.KNOWLEDGE and caching and answer.grounding in ("generated", "extractive"):
-                self._in_background(self._retrieve.remember_answer.remote(
-                    message.account, question, answer.text, answer.sources, passages
-                ))
-            return await self._encrypt.text_reply.remote(message, answer.text, answer.sources), details
+            return await self._answer_question(message, intent, max_new_tokens, details), details
         except Exception as exc:  # the user gets an apology, WeChat gets a 200, the log the cause
             _log_failure("answer", exc)
             details["error"] = type(exc).__name__
@@ -259,6 +229,40 @@ class Ingress:
                 _log_failure("failure reply", second)
                 return NO_REPLY, details
 
+    async def _answer_question(
+        self, message: InboundMessage, intent: Intent, max_new_tokens: int, details: dict[str, Any]
+    ) -> Reply:
+        """A knowledge question or small talk: from the FAQ, the answer cache or the model."""
+        question = intent.query or ""
+        history = await self._recall(message)
+        details["turns"] = len(history)
+        # A follow-up's answer depends on the conversation: not served from, or put in, the cache.
+        caching = message.account in self._cache_accounts and not history
+        passages: list = []
+        if intent.route is Route.KNOWLEDGE:
+            found = await self._retrieve.find.remote(
+                question, retrieval_query(question, history), message.account in self._faq_accounts,
+                message.account if caching else None,
+            )
+            if found.answer:  # curated or cached: no GPU time
+                details["grounding"] = found.kind
+                await self._remember(message, question, found.answer)
+                return await self._encrypt.text_reply.remote(message, found.answer, found.sources)
+            passages = list(found.passages)
+            details["passages"] = len(passages)
+            if not passages:  # nothing to ground an answer in: say so, spend no GPU time
+                return await self._encrypt.text_reply.remote(message, self._no_answer_text)
+        answer = await self._generate.answer.remote(question, passages, max_new_tokens, history)
+        details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
+                       truncated=answer.truncated)
+        if not answer.text:
+            return await self._encrypt.text_reply.remote(message, self._no_answer_text)
+        await self._remember(message, question, answer.text)
+        if intent.route is Route.KNOWLEDGE and caching and answer.grounding in ("generated", "extractive"):
+            self._in_background(self._retrieve.remember_answer.remote(
+                message.account, question, answer.text, answer.sources, passages
+            ))
+        return await self._encrypt.text_reply.remote(message, answer.text, answer.sources)
 
     def _in_background(self, call) -> None:
         """Work the user's reply need not wait for; failures are logged, never raised."""

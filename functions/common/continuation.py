@@ -23,12 +23,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from functions.common.clock import Clock
-from functions.common.errors import StateContention
 from functions.common.records import InboundMessage
-from functions.common.state import StateStore
+from functions.common.state import StateStore, update_value
 
 KEY_PREFIX = "wxa:continue:"
-CAS_ATTEMPTS = 20
 MAX_HELD_ANSWERS = 5  # per user: a bound on what one user can make the store keep
 LABEL_CHARS = 12
 # Room left in every part for the label and the hint (3 bytes per CJK character).
@@ -158,23 +156,12 @@ class ContinuationStore:
         return () if raw is None else _Held.from_json(raw).answers
 
     def _update(self, message: InboundMessage, change) -> None:
-        key = continuation_key(message.account, message.from_user)
-        for _ in range(CAS_ATTEMPTS):
-            raw = self._store.get(key)
-            current = _Held() if raw is None else _Held.from_json(raw)
-            updated = change(current)
-            if raw is None:
-                if not updated.answers or self._store.set_if_absent(key, updated.to_json(), self._ttl_s):
-                    return
-                continue
-            if not updated.answers:
-                # Deleting is not compare-and-set; an empty list is, and it expires on its own.
-                if self._store.compare_and_set(key, raw, "[]", self._ttl_s):
-                    return
-                continue
-            if self._store.compare_and_set(key, raw, updated.to_json(), self._ttl_s):
-                return
-        raise StateContention(f"held answers kept changing; gave up after {CAS_ATTEMPTS} attempts")
+        def changed(raw: str | None) -> str | None:
+            updated = change(_Held() if raw is None else _Held.from_json(raw))
+            # An emptied record stays as "[]" until it expires: deleting is not compare-and-set.
+            return None if raw is None and not updated.answers else updated.to_json()
+
+        update_value(self._store, continuation_key(message.account, message.from_user), changed, self._ttl_s)
 
 
 def _find(held: _Held, job_id: str) -> int | None:

@@ -12,12 +12,10 @@ import hashlib
 import json
 
 from functions.common.clock import Clock
-from functions.common.errors import StateContention
 from functions.common.records import InboundMessage, Turn
-from functions.common.state import StateStore
+from functions.common.state import StateStore, update_value
 
 KEY_PREFIX = "wxa:memory:"
-CAS_ATTEMPTS = 20
 MAX_TURN_CHARS = 2000  # one turn's question or answer, as stored: a bound on what a user can make us keep
 
 
@@ -40,17 +38,13 @@ class ConversationMemory:
     def remember(self, message: InboundMessage, question: str, answer: str) -> None:
         if self._max_turns <= 0:
             return
-        key = memory_key(message.account, message.from_user)
         turn = [question[:MAX_TURN_CHARS], answer[:MAX_TURN_CHARS], self._clock.now_s()]
-        for _ in range(CAS_ATTEMPTS):  # two messages of one user may finish at once
-            raw = self._store.get(key)
+
+        def appended(raw: str | None) -> str:  # two messages of one user may finish at once
             turns = [] if raw is None else json.loads(raw)
-            value = json.dumps((turns + [turn])[-self._max_turns :], ensure_ascii=False)
-            if raw is None and self._store.set_if_absent(key, value, self._ttl_s):
-                return
-            if raw is not None and self._store.compare_and_set(key, raw, value, self._ttl_s):
-                return
-        raise StateContention(f"memory kept changing; gave up after {CAS_ATTEMPTS} attempts")
+            return json.dumps((turns + [turn])[-self._max_turns :], ensure_ascii=False)
+
+        update_value(self._store, memory_key(message.account, message.from_user), appended, self._ttl_s)
 
     def forget(self, message: InboundMessage) -> None:
         self._store.delete(memory_key(message.account, message.from_user))

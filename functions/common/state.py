@@ -16,11 +16,12 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlparse
 
 from functions.common.clock import Clock, SystemClock
-from functions.common.errors import ConfigurationError
+from functions.common.errors import ConfigurationError, StateContention
 
 
 class StateStore(Protocol):
@@ -60,6 +61,22 @@ class StateStore(Protocol):
     def queue_size(self, queue: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+UPDATE_ATTEMPTS = 20  # each lost compare-and-set means another replica just wrote the key
+
+
+def update_value(store: StateStore, key: str, change: Callable[[str | None], str | None], ttl_s: float) -> None:
+    """Read-modify-write ``key`` by compare-and-set, retried while other writers win the race.
+    ``change`` maps the current value (None: absent) to the new one (None: leave it as is)."""
+    for _ in range(UPDATE_ATTEMPTS):
+        raw = store.get(key)
+        value = change(raw)
+        if value is None or value == raw:
+            return
+        if store.set_if_absent(key, value, ttl_s) if raw is None else store.compare_and_set(key, raw, value, ttl_s):
+            return
+    raise StateContention(f"a shared record kept changing; gave up after {UPDATE_ATTEMPTS} attempts")
 
 
 def open_state_store(uri: str, clock: Clock | None = None) -> StateStore:
