@@ -30,7 +30,15 @@ def chunk_document(document: Document, max_chars: int = MAX_CHUNK_CHARS) -> list
     doc_hash = document_hash(document)
     if document.faq:  # one chunk per pair; an answer too long for one continues in more
         pairs = [(question, piece) for question, answer in document.faq for piece in _split_long(answer, max_chars)]
-        texts = [f"问：{question}\n答：{piece}" for question, piece in pairs]
+        # A split answer's pieces say so ("问：…（1/3）"): the FAQ fast path serves only whole
+        # answers, and a piece never matches as one.
+        counts = {question: sum(q == question for q, _ in pairs) for question, _ in pairs}
+        seen: dict[str, int] = {}
+        texts = []
+        for question, piece in pairs:
+            seen[question] = seen.get(question, 0) + 1
+            marker = f"（{seen[question]}/{counts[question]}）" if counts[question] > 1 else ""
+            texts.append(f"问：{question}{marker}\n答：{piece}")
         titles = [question for question, _ in pairs]
     else:
         texts = _pack(_sections(document.text), max_chars)

@@ -13,8 +13,10 @@ ingest), and checked again on every hit, so an answer never outlives its sources
 process changed them.
 
 Only answers nobody could have personalised are stored: no conversation history in their
-prompt, no personal-looking token (long numbers, order ids, e-mail addresses) in the
-question, and none in the answer that the cited passages do not contain.
+prompt, no one saying who they are ("我是…", "我的手机…") and no personal-looking token (long
+numbers, also when grouped, order ids, e-mail addresses) in the question, and none in the
+answer that the cited passages do not contain. This is a filter on patterns, not a proof:
+accounts whose users share personal details in questions can turn the cache off.
 """
 
 from __future__ import annotations
@@ -34,8 +36,12 @@ COLLECTION_SUFFIX = "_answers"
 MAX_QUESTION_BYTES = 1024
 MAX_ANSWER_BYTES = 8192
 MAX_SOURCES = 8
-# Long digit runs, letter-digit codes (order numbers, canaries), e-mail addresses.
+# Long digit runs (once the spaces and dashes between digits are gone: "138 1234 5678"),
+# letter-digit codes (order numbers, canaries), e-mail addresses.
 _PERSONAL = re.compile(r"\d{5,}|[A-Za-z]+\d[A-Za-z\d]*|\d+[A-Za-z][A-Za-z\d]*|[\w.+-]+@[\w-]+\.[\w.]+")
+_DIGIT_SEPARATORS = re.compile(r"(?<=\d)[\s\-－—.·]+(?=\d)")
+# Someone saying who they are or what is theirs: the answer may address them by it.
+_SELF = re.compile(r"我(是|叫|姓)|我的(名字|手机|电话|号码|地址|订单|单号|会员|账号|身份证|微信|邮箱)|本人|手机号|电话号码|住在")
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,10 @@ class CachedAnswer:
 
 def cacheable(question: str, answer: str, passage_texts: Sequence[str]) -> bool:
     """True when nothing in the answer can be about the person who asked."""
-    if _PERSONAL.search(question):
+    if _SELF.search(question) or _PERSONAL.search(_DIGIT_SEPARATORS.sub("", question)):
         return False
-    known = "\n".join(passage_texts)
-    return all(token in known for token in _PERSONAL.findall(answer))
+    known = _DIGIT_SEPARATORS.sub("", "\n".join(passage_texts))
+    return all(token in known for token in _PERSONAL.findall(_DIGIT_SEPARATORS.sub("", answer)))
 
 
 class AnswerCache:

@@ -29,8 +29,10 @@ from functions.common.state import StateStore, update_value
 KEY_PREFIX = "wxa:continue:"
 MAX_HELD_ANSWERS = 5  # per user: a bound on what one user can make the store keep
 LABEL_CHARS = 12
-# Room left in every part for the label and the hint (3 bytes per CJK character).
-LABEL_RESERVE_BYTES = 3 * LABEL_CHARS + 32
+LABEL_BYTES = 36  # a label is cut to both: 12 CJK characters, fewer 4-byte ones
+LABEL_PREFIX = "（接上条："
+# Room left in every part for the label and its wrapper, and the hint.
+LABEL_RESERVE_BYTES = LABEL_BYTES + 32
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ def continuation_key(account: str, user: str) -> str:
 
 def question_label(message: InboundMessage) -> str:
     text = " ".join((message.content or message.event_key or message.msg_type).split())
-    return text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS] + "…"
+    if len(text) <= LABEL_CHARS and len(text.encode("utf-8")) <= LABEL_BYTES:
+        return text
+    clipped = text[:LABEL_CHARS].encode("utf-8")[: LABEL_BYTES - 3].decode("utf-8", "ignore")
+    return clipped + "…"
 
 
 def _normalised(text: str) -> str:
@@ -86,8 +91,9 @@ def is_continue_request(message: InboundMessage, keyword: str) -> bool:
 
 def continued_text(part: NextPart, hint: str) -> str:
     """A held part as the user sees it: which question it continues, and whether more follow."""
-    text = f"（接上条：{part.label}）\n{part.text}"
-    return f"{text}\n\n{hint}" if part.remaining else text
+    # A part that already names its question (a "继续" reply that was itself held) keeps it.
+    text = part.text if part.text.startswith(LABEL_PREFIX) else f"{LABEL_PREFIX}{part.label}）\n{part.text}"
+    return f"{text}\n\n{hint}" if part.remaining and not text.endswith(hint) else text
 
 
 def hint_reserve_bytes(hint: str) -> int:

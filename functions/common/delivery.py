@@ -79,6 +79,10 @@ class Overflow(Protocol):
         """What the last delivery answers while the job is still running (None: ``success``)."""
         ...
 
+    async def unserved(self, message: InboundMessage, job_id: str, parts: tuple[str, ...]) -> None:
+        """No delivery carried ``parts[0]``; the later parts already went to ``hold``."""
+        ...
+
 
 class PushOverflow:
     """passive-then-push: through the outbox to the customer-service API. Item ids are the
@@ -96,6 +100,9 @@ class PushOverflow:
     async def handed_off(self, message: InboundMessage, job_id: str) -> Reply | None:
         return None
 
+    async def unserved(self, message: InboundMessage, job_id: str, parts: tuple[str, ...]) -> None:
+        await self.hold(message, job_id, parts[:1], 0)  # the later parts are queued (or sent) already
+
 
 class HeldOverflow:
     """passive-only: held for "继续"; the last delivery tells the user to come back for it."""
@@ -112,6 +119,10 @@ class HeldOverflow:
     async def handed_off(self, message: InboundMessage, job_id: str) -> Reply | None:
         await asyncio.to_thread(self._continuations.expect, message, job_id)
         return await self._placeholder(message)
+
+    async def unserved(self, message: InboundMessage, job_id: str, parts: tuple[str, ...]) -> None:
+        # The user never saw the hint, so they cannot have fetched a later part: hold it all.
+        await self.hold(message, job_id, parts, 0)
 
 
 class DeliveryCoordinator:
@@ -152,8 +163,11 @@ class DeliveryCoordinator:
         the window counts the time spent before this call. ``hung_up``: set when WeChat has
         given up on this delivery; a reply nobody receives must not count as served."""
         hung_up = hung_up or asyncio.Event()
-        window_end = (time.monotonic() if started is None else started) + self._policy.window_s
-        arrived_s = self._clock.now_s()  # "last delivery" is judged by arrival, not after waiting
+        now = time.monotonic()
+        started = now if started is None else started
+        window_end = started + self._policy.window_s
+        # "Last delivery" is judged by arrival: not after decrypt, not after waiting.
+        arrived_s = self._clock.now_s() - (now - started)
         job_id = uuid.uuid4().hex
         try:
             claim = await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id)
@@ -184,8 +198,8 @@ class DeliveryCoordinator:
             entry = await asyncio.to_thread(self._ledger.mark_served, message.dedupe_key) or entry
         if entry.state == "done":
             return Outcome("passive", entry.reply(), entry.deliveries)
-        if entry.state == "pushed":
-            return Outcome("success", deliveries=entry.deliveries)
+        if entry.state == "pushed":  # handed off by an earlier delivery, which may not have got through
+            return await self._handed_off(message, entry)
         return Outcome("not_yet", deliveries=entry.deliveries)
 
     async def _handed_off(self, message: InboundMessage, entry: LedgerEntry) -> Outcome:
@@ -222,27 +236,37 @@ class DeliveryCoordinator:
         reply = await self._answer(message, budget)
         finished = await self._record(message, entry, reply)
         if finished is None:
-            logger.warning("job %s was taken over; its answer is dropped", entry.job_id)
+            logger.error("job %s: its answer could not be recorded (taken over, or the store is down)", entry.job_id)
             return
-        # Served passively: only the later parts of a long answer overflow. Handed off: all.
-        await self._hold(message, entry.job_id, reply, first_part=0 if finished.state == "pushed" else 1)
         if finished.state == "done":  # a separate task: deliveries wait on this job, not on that
             self._track(asyncio.create_task(self._push_if_unserved(message, entry, reply), context=contextvars.Context()))
+        # Served passively: only the later parts of a long answer overflow. Handed off: all.
+        first_part = 0 if finished.state == "pushed" else 1
+        await self._with_retries(entry.job_id, "hold", self._overflow(message.account).hold, message, entry.job_id,
+                                 reply.parts, first_part)
 
     async def _push_if_unserved(self, message: InboundMessage, entry: LedgerEntry, reply: Reply) -> None:
         """WeChat may have hung up on every delivery (an overloaded ingress answers after its
-        5 s): then nobody carried the passive reply. Once the last window has closed, an
-        unserved answer overflows whole; holding the later parts again is harmless."""
+        5 s): then nobody carried the passive reply. Once the last window has closed, the
+        unserved first part overflows too (the later parts already have)."""
         deadline_s = self._policy.passive_deadline_s(entry.first_seen_s) + 1.0
         while (left_s := deadline_s - self._clock.now_s()) > 0:  # re-read: the clock is injected
             await asyncio.sleep(min(left_s, 0.5))
         if await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, entry.job_id):
             logger.warning("job %s: no delivery carried its reply; it overflows", entry.job_id)
-            await self._hold(message, entry.job_id, reply, first_part=0)
+            await self._with_retries(entry.job_id, "unserved", self._overflow(message.account).unserved, message,
+                                     entry.job_id, reply.parts)
 
     def _track(self, task: asyncio.Task) -> None:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _hold(self, message: InboundMessage, job_id: str, reply: Reply, *, first_part: int) -> None:
-        await self._overflow(message.account).hold(message, job_id, reply.parts, first_part)
+    async def _with_retries(self, job_id: str, step: str, call, *args) -> None:
+        """A committed answer's overflow must not die with one store hiccup: retried with backoff."""
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                return await call(*args)
+            except Exception:
+                logger.exception("job %s: %s failed (attempt %d)", job_id, step, attempt + 1)
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        logger.error("job %s: %s failed %d times; its answer is lost", job_id, step, RECORD_ATTEMPTS)

@@ -27,8 +27,9 @@ Action = Literal["refuse", "mask", "off"]
 Direction = Literal["input", "output"]
 MASK_CHAR = "*"
 # Dropped before matching: separators (Z*), punctuation (P*), symbols (S*), format (Cf, the
-# zero-width family) and other controls. Letters, digits and CJK characters are kept.
-_DROPPED_CATEGORIES = ("Z", "P", "S", "C")
+# zero-width family) and other controls, and marks (M*: combining underlines, variation
+# selectors). Letters, digits and CJK characters are kept.
+_DROPPED_CATEGORIES = ("Z", "P", "S", "C", "M")
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,22 @@ class EncryptServer:
         return True
 
     def text_reply(self, message: InboundMessage, text: str, sources: tuple[str, ...] = ()) -> Reply:
+        text, refused = self._filtered(message, text)
+        return self._core.text_reply(message, render_answer_text(text, () if refused else sources))
+
+    def part_reply(self, message: InboundMessage, text: str) -> Reply:
+        """A held part with its label: the label is the user's own words, not filtered yet."""
+        return self._core.part_reply(message, self._filtered(message, text)[0])
+
+    def _filtered(self, message: InboundMessage, text: str) -> tuple[str, bool]:
+        """(the text to send, whether it was refused), after the output word lists."""
         decision = self._filter.scan(text, "output")
         if decision.action != "pass":
             audit_event("filtered", direction="output", action=decision.action, lists=decision.hits,
                         account=message.account, user=hashed_user(message.from_user), msg_id=message.msg_id)
         if decision.action == "refuse":
-            text, sources = self._refused_text, ()
-        elif decision.action == "mask":
-            text = decision.text
-        return self._core.text_reply(message, render_answer_text(text, sources))
-
-    def part_reply(self, message: InboundMessage, text: str) -> Reply:
-        return self._core.part_reply(message, text)
+            return self._refused_text, True
+        return decision.text, False
 
     def handoff_reply(self, message: InboundMessage, fallback_text: str) -> Reply:
         return self._core.handoff_reply(message, fallback_text)

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from functions.common.injection import remove_instructions
 from functions.common.records import Answer, Passage, Turn
 from functions.generate.grounding import acceptable, coverage, extractive_answer
-from functions.generate.injection import remove_instructions
 
 Message = dict[str, str]
 
@@ -64,11 +64,11 @@ def tidy(text: str, question: str, truncated: bool) -> str:
 def fence_passages(passages: Sequence[Passage], max_chars: int) -> str:
     """Number and fence each passage; fence markers inside a passage are neutralised so a
     document cannot close its fence early and speak as the system, and sentences that try to
-    instruct the model are removed (functions/generate/injection.py)."""
+    instruct the model are removed (functions/common/injection.py)."""
     blocks = []
     for number, passage in enumerate(passages, start=1):
         body = _FENCE_MARKER.sub("", remove_instructions(passage.text[:max_chars])[0])
-        title = _FENCE_MARKER.sub("", passage.title)
+        title = _FENCE_MARKER.sub("", remove_instructions(passage.title)[0])
         blocks.append(f"<<<参考资料{number}｜{title}\n{body}\n>>>")
     return "\n".join(blocks)
 
@@ -138,7 +138,7 @@ class Generator:
         budget = min(max_new_tokens or self._max_new_tokens, self._max_new_tokens)
         # Defused once, here: the prompt, the support check and any quoted answer all see the
         # passages without the instructions someone may have hidden in them.
-        passages = [replace(p, text=remove_instructions(p.text)[0]) for p in passages]
+        passages = [replace(p, text=remove_instructions(p.text)[0], title=remove_instructions(p.title)[0]) for p in passages]
         turns = recent_turns(history, self._history_tokens, self._engine.count_tokens)
         messages = build_messages(self._system_prompt, question, passages, self._max_passage_chars, turns)
         completion = self._engine.complete(messages, budget)

@@ -44,6 +44,15 @@ class StateStoreSession(SessionStorage):
         self._store.delete(TOKEN_KEY_PREFIX + key)
 
 
+class _TimeoutSession(requests.Session):
+    """wechatpy fetches tokens with no timeout: a token endpoint that never answers would hold
+    the outbox drain forever. Every request gets one."""
+
+    def request(self, *args, **kwargs):
+        kwargs.setdefault("timeout", REQUEST_TIMEOUT_S)
+        return super().request(*args, **kwargs)
+
+
 def _official_account_client(api_base: str) -> type:
     class Client(OfficialAccountClient):
         API_BASE_URL = f"{api_base}/cgi-bin/"
@@ -71,8 +80,8 @@ def _wecom_client(api_base: str) -> type:
 
 def _never_connected(exc: requests.RequestException) -> bool:
     """True only when no byte of the request can have reached the platform."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.ProxyError)):
+        return True  # the connection (or its TLS handshake) was never made
     if not isinstance(exc, requests.ConnectionError):
         return False
     cause = exc.args[0] if exc.args else None
@@ -91,6 +100,14 @@ class WeChatSender:
         if config is None:
             raise SendRejected(None, f"no account named {account!r}")
         client = self._client(config)
+        try:
+            # The token first, on its own: a failure here cannot have sent the message, so it
+            # is retried, never mistaken for a send that may have gone out.
+            client.access_token  # noqa: B018 - fetches and caches the token when missing
+        except WeChatClientException as exc:
+            raise SendFailed(f"cannot get an access token: {exc.errcode or 'HTTP error'}") from None
+        except (requests.RequestException, ValueError) as exc:
+            raise SendFailed(f"cannot get an access token: {type(exc).__name__}") from None
         try:
             if config.kind == "wecom":
                 client.message.send_text(config.agent_id, to_user, text)
@@ -119,5 +136,6 @@ class WeChatSender:
                 client = _wecom_client(self._api_base)(config.appid, secret, session=self._session, timeout=REQUEST_TIMEOUT_S)
             else:
                 client = _official_account_client(self._api_base)(config.appid, secret, session=self._session, timeout=REQUEST_TIMEOUT_S)
+            client._http = _TimeoutSession()
             self._clients[config.name] = client
         return client

@@ -5,7 +5,9 @@ FAQ entries are the knowledge base's FAQ documents (JSONL/CSV ``question,answer`
 chunked as "问：…\\n答：…" with the question as title), so re-ingesting the FAQ updates the fast
 path too. Candidates come from the BM25 search; each is scored against the user's question by
 ``faq_similarity`` and the best is used only above the threshold: a wrong curated answer is
-worse than a generated one, so the threshold favours precision.
+worse than a generated one, so the threshold favours precision. Only whole answers are served:
+a long answer chunked into pieces is left to generation. Curated answers are defused of
+injected instructions like any passage (functions/common/injection.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from functions.common.injection import remove_instructions
 from functions.common.records import Passage
 from functions.common.text import faq_similarity
 
@@ -38,8 +41,8 @@ def faq_answer(passage: Passage) -> str | None:
     contain a 问/答 pair is not an FAQ entry: its title is not the question)."""
     match = _FAQ_CHUNK.search(passage.text)
     if match is None or match.group(1).strip() != passage.title.strip():
-        return None
-    return match.group(2).strip()
+        return None  # prose, or one piece of a split answer ("问：…（1/3）"): not served whole
+    return remove_instructions(match.group(2).strip())[0]
 
 
 class FaqMatcher:
@@ -50,25 +53,11 @@ class FaqMatcher:
 
     def match(self, question: str) -> FaqHit | None:
         best: FaqHit | None = None
-        pieces: dict[tuple[str, str], list[tuple[int, str]]] = {}
         for passage in self._search.keyword_search(question, self._candidates):
             answer = faq_answer(passage)
             if answer is None:
                 continue
-            # A long answer is chunked under one question: keep its pieces in order.
-            pieces.setdefault((passage.doc_id, passage.title), []).append((_chunk_index(passage), answer))
             score = faq_similarity(question, passage.title)
             if score >= self._threshold and (best is None or score > best.score):
                 best = FaqHit(passage.title, answer, passage.doc_id, round(score, 4))
-        if best is None:
-            return None
-        found = sorted(pieces[(best.doc_id, best.question)])
-        indexes = [index for index, _ in found]
-        if indexes != list(range(indexes[0], indexes[0] + len(indexes))):
-            return None  # a piece of a long answer was not among the candidates: generate instead
-        return FaqHit(best.question, "".join(text for _, text in found), best.doc_id, best.score)
-
-
-def _chunk_index(passage: Passage) -> int:
-    tail = passage.chunk_id.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+        return best

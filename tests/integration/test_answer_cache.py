@@ -96,3 +96,10 @@ def test_personal_answers_are_not_cacheable():
     assert not cacheable("怎么联系你们", "请发邮件到 alice@example.com。", passages)  # not from the passages
     assert not cacheable("运费多少", "订单 88812345 免运费。", passages)
 
+
+
+def test_people_naming_themselves_are_not_cached():
+    passages = ["无理由退货时，小件商品由您承担寄回运费。"]
+    assert not cacheable("我是李雷，请问你们的退货运费由谁承担呢？", "李雷您好，小件商品由您承担。", passages)
+    assert not cacheable("我的手机 138 1234 5678，退货运费谁出？", "小件商品由您承担。", passages)
+    assert not cacheable("退货运费谁出？", "已记下您的号码 138-1234-5678。", passages)

@@ -239,3 +239,21 @@ def test_killing_the_push_worker_process_mid_send_delivers_each_answer_once(tmp_
     assert state.received("o-user") == ["第0段答案", "第1段答案", "第2段答案"]
     # The answer that was on the wire is recorded as "possibly sent, not resent" for operators.
     assert outbox.backlog() == 0 and outbox.dead_letters() == 1
+
+
+def test_a_token_endpoint_that_times_out_is_retried_not_dead_lettered(platform, store, clock, monkeypatch):
+    """wechatpy fetches the token inside the send call; a timeout there must not read as a
+    send that may have gone out."""
+    import functions.push.wechat_api as wechat_api
+
+    state, url = platform
+    state.user_wrote(APPID, "o-user")
+    monkeypatch.setattr(wechat_api, "REQUEST_TIMEOUT_S", 0.3)
+    push, outbox = worker(store, clock, url)
+    outbox.put(answer(0))
+    state.delay_s = 1.0
+    stats = push.run_once()
+    assert stats.retried == 1 and stats.not_resent == 0 and outbox.dead_letters() == 0
+    state.delay_s = 0.0
+    clock.advance(60)
+    assert push.run_once().sent == 1 and state.received("o-user") == ["第0段答案"]

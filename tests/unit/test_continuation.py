@@ -61,8 +61,8 @@ def test_held_parts_come_back_in_order_with_what_is_left(held):
     question = text("退货政策是什么？请详细说明所有条款")
     held.hold(question, "job-1", ("第二段。", "第三段。"))
     first = held.take(text("继续", "2"))
-    assert first == NextPart("part", "第二段。", "退货政策是什么？请详细说…", remaining=1)
-    assert held.take(text("继续", "3")) == NextPart("part", "第三段。", "退货政策是什么？请详细说…", remaining=0)
+    assert first == NextPart("part", "第二段。", "退货政策是什么？请详细…", remaining=1)
+    assert held.take(text("继续", "3")) == NextPart("part", "第三段。", "退货政策是什么？请详细…", remaining=0)
     assert held.take(text("继续", "4")).kind == "none"
 
 
@@ -178,3 +178,16 @@ def test_a_long_answer_served_passively_holds_only_the_later_parts(held, store, 
 
     assert asyncio.run(scenario()).reply.body == "<xml>first</xml>"
     assert [(a.parts, a.pending) for a in held.held(text("继续"))] == [(("第二段。",), False)]
+
+
+def test_labels_fit_their_reserve_even_in_four_byte_characters():
+    from functions.common.continuation import LABEL_BYTES, question_label
+
+    for content in ["😀" * 20, "𠀀" * 20, "退货" * 20, "a" * 40]:
+        label = question_label(text(content))
+        assert len(label.encode("utf-8")) <= LABEL_BYTES and label.endswith("…")
+
+
+def test_a_held_continue_reply_is_not_labelled_twice():
+    already = NextPart("part", "（接上条：退货？）\n正文。\n\n" + HINT, "继续", remaining=1)
+    assert continued_text(already, HINT) == already.text

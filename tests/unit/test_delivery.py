@@ -134,3 +134,43 @@ def test_the_window_counts_from_when_the_delivery_reached_us(parts):
 
     outcome, waited = asyncio.run(scenario())
     assert outcome.kind == "not_yet" and waited < 0.2
+
+
+class FlakyOverflow(PushOverflow):
+    """The store hiccups twice when the answer is handed to the outbox."""
+
+    def __init__(self, outbox, clock):
+        super().__init__(outbox, clock)
+        self.failures = 2
+
+    async def hold(self, message, job_id, parts, first_part):
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("database is locked")
+        await super().hold(message, job_id, parts, first_part)
+
+
+def test_a_store_hiccup_while_handing_the_answer_on_is_retried(parts, monkeypatch):
+    clock, store, ledger, outbox = parts
+    monkeypatch.setattr(asyncio, "sleep", _fast_sleep(asyncio.sleep))
+    flaky = FlakyOverflow(outbox, clock)
+
+    async def answer(message, budget):
+        return Reply("<xml>long</xml>", parts=("第一段。", "第二段。"))
+
+    async def scenario():
+        delivering = DeliveryCoordinator(ledger, lambda account: flaky, DeliveryPolicy(window_s=0.3), clock, answer,
+                                         max_new_tokens=64, poll_s=0.01)
+        await delivering.deliver(MESSAGE)
+        clock.advance(20)
+        await delivering.drain()
+
+    asyncio.run(scenario())
+    assert flaky.failures == 0 and outbox.backlog() == 1  # the second part made it to the outbox
+
+
+def _fast_sleep(real_sleep):
+    async def sleep(seconds, *args, **kwargs):
+        return await real_sleep(min(seconds, 0.01), *args, **kwargs)
+
+    return sleep

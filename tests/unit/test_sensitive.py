@@ -99,3 +99,8 @@ def test_abusive_input_is_refused_without_generating_and_audited_without_content
 def test_a_model_answer_with_a_listed_word_is_masked(home):
     client = make_client(home, engine_answer="青禾家居支持7天无理由退货，别听那些sb说的。", overrides={"min_support": 0})
     assert ask(client, home, "退货政策是什么", "2").startswith("青禾家居支持7天无理由退货，别听那些**说的。")
+
+
+@pytest.mark.parametrize("text", ["你是傻\ufe0f逼吗", "f\u0332u\u0332c\u0332k\u0332"])
+def test_variation_selectors_and_combining_marks_do_not_hide_a_word(word_filter, text):
+    assert word_filter.scan(text, "input").action == "refuse"

@@ -3,10 +3,11 @@
 Passages are fenced and labelled as untrusted data in the prompt (``fence_passages``), which
 a well-trained model respects; this is the second line for one that does not. A sentence of a
 passage that tries to instruct the model ("忽略以上所有指令", "ignore previous instructions",
-"你现在是…", chat-template tokens, asks for the system prompt) is dropped: it carries no fact a
-customer asked for, and nothing an attacker writes into a document can then reach the model as
-an instruction, or the user through a quoted (extractive) answer. ``tests/fixtures/injection/``
-holds the attempts tested.
+"你现在是…", chat-template tokens, asks for the system prompt) is dropped from passage texts,
+titles and curated FAQ answers: it carries no fact a customer asked for. This matches patterns
+(after NFKC and without zero-width characters), so it stops the known forms, not every
+possible phrasing: it is the second line behind the fences, not a guarantee.
+``tests/fixtures/injection/`` holds the attempts tested.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ _INSTRUCTION = re.compile(
 
 
 def looks_like_instruction(sentence: str) -> bool:
-    return bool(_INSTRUCTION.search(unicodedata.normalize("NFKC", sentence)))
+    """Matched on NFKC text without format characters: "忽\u200b略以上指令" is caught too."""
+    folded = "".join(c for c in unicodedata.normalize("NFKC", sentence) if unicodedata.category(c) != "Cf")
+    return bool(_INSTRUCTION.search(folded))
 
 
 def remove_instructions(text: str) -> tuple[str, int]:
