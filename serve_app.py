@@ -579,6 +579,65 @@ def _cmd_chat(opts: argparse.Namespace) -> int:
     return 0
 
 
+def _model_store(opts: argparse.Namespace):
+    from functions.common.model_store import LocalObjectStore, ModelStore
+
+    root = Path(opts.store) if opts.store else load_settings().home_dir() / "model-store"
+    return ModelStore(LocalObjectStore(root)), root
+
+
+def _cmd_model_push(opts: argparse.Namespace) -> int:
+    store, root = _model_store(opts)
+    folder = Path(opts.folder)
+    if not folder.is_dir():
+        raise WxAssistError(f"{folder} is not a folder")
+    manifest, uploaded = store.push(folder, opts.name, source=opts.source or "")
+    print(f"{manifest.name}@{manifest.version} in {root}: {len(manifest.files)} files, {uploaded} uploaded, "
+          f"content {manifest.content_hash[:12]}")
+    return 0
+
+
+def _cmd_model_pull(opts: argparse.Namespace) -> int:
+    store, _ = _model_store(opts)
+    manifest = store.manifest(opts.ref)
+    target = Path(opts.to) if opts.to else load_settings().model_store_dir() / f"{manifest.name}@{manifest.version}"
+    store.pull(f"{manifest.name}@{manifest.version}", target)
+    print(f"{manifest.name}@{manifest.version} -> {target} ({len(manifest.files)} files verified)")
+    return 0
+
+
+def _cmd_model_ls(opts: argparse.Namespace) -> int:
+    store, root = _model_store(opts)
+    rows = [
+        {"name": m.name, "version": m.version, "files": len(m.files), "bytes": sum(f.size for f in m.files),
+         "source": m.source, "created_s": m.created_s, "content_hash": m.content_hash}
+        for name in store.names() for m in store.versions(name)
+    ]
+    if opts.json:
+        print(json.dumps({"store": str(root), "versions": rows}, ensure_ascii=False))
+        return 0
+    for row in rows:
+        print(f"{row['name']}@{row['version']}  {row['files']} files  {row['bytes'] / 1e6:.1f} MB  {row['content_hash'][:12]}"
+              f"  {row['source']}")
+    if not rows:
+        print(f"no models in {root}")
+    return 0
+
+
+def _cmd_model_verify(opts: argparse.Namespace) -> int:
+    store, _ = _model_store(opts)
+    manifest = store.verify(opts.ref)  # a mismatch raises: exit status 2 with the reason
+    print(f"{manifest.name}@{manifest.version}: {len(manifest.files)} files match the manifest")
+    return 0
+
+
+def _cmd_model_rm(opts: argparse.Namespace) -> int:
+    store, _ = _model_store(opts)
+    removed = store.remove(opts.name, keep_last=opts.keep_last)
+    print(f"removed {opts.name} versions {', '.join(map(str, removed)) or 'none'}; kept the newest {opts.keep_last}")
+    return 0
+
+
 def _cmd_bench_burst(opts: argparse.Namespace) -> int:
     """WeChat's worst hour in one command: a burst through the emulator into the real
     pipeline on a private Ray instance, with a paced stand-in for the GPU. Exit status 1
@@ -691,6 +750,31 @@ def _parser() -> argparse.ArgumentParser:
     model_import.add_argument("--name", help="model name in the store (default: WXA_MODEL_NAME)")
     model_import.add_argument("--force", action="store_true", help="convert again even if present")
     model_import.set_defaults(handler=_cmd_model_import_gguf)
+    store_help = "model store directory (default: $WXA_HOME/model-store)"
+    model_push = model.add_parser("push", help="store a model folder as a new, immutable version")
+    model_push.add_argument("folder")
+    model_push.add_argument("--name", required=True)
+    model_push.add_argument("--source", help="where the files came from (e.g. the GGUF)")
+    model_push.add_argument("--store", help=store_help)
+    model_push.set_defaults(handler=_cmd_model_push)
+    model_pull = model.add_parser("pull", help="copy NAME[@VERSION] out of the store, every file verified")
+    model_pull.add_argument("ref", metavar="NAME[@VERSION]")
+    model_pull.add_argument("--to", help="destination folder (default: the local model store, NAME@VERSION)")
+    model_pull.add_argument("--store", help=store_help)
+    model_pull.set_defaults(handler=_cmd_model_pull)
+    model_ls = model.add_parser("ls", help="versions in the store")
+    model_ls.add_argument("--store", help=store_help)
+    model_ls.add_argument("--json", action="store_true")
+    model_ls.set_defaults(handler=_cmd_model_ls)
+    model_verify = model.add_parser("verify", help="recompute every stored file's SHA-256; non-zero exit on a mismatch")
+    model_verify.add_argument("ref", metavar="NAME[@VERSION]")
+    model_verify.add_argument("--store", help=store_help)
+    model_verify.set_defaults(handler=_cmd_model_verify)
+    model_rm = model.add_parser("rm", help="delete all but the newest versions, and files no version uses")
+    model_rm.add_argument("name")
+    model_rm.add_argument("--keep-last", type=_positive_int, required=True)
+    model_rm.add_argument("--store", help=store_help)
+    model_rm.set_defaults(handler=_cmd_model_rm)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     burst = bench.add_parser(
         "burst", help="a burst through the WeChat emulator: delivered, duplicates, lost, passive share, p50/p99"

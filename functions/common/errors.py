@@ -14,6 +14,7 @@
     ├── KnowledgeBaseError          the knowledge base cannot be opened or used
     │   └── KnowledgeBaseBusy           Milvus Lite file held by another process
     ├── ModelError                  model files missing or unusable
+    │   └── ModelStoreError             a stored version missing, incomplete or not matching its manifest
     └── StateContention             a shared record kept changing under compare-and-set
 
 Errors become user-facing text or HTTP statuses only at the edges (the ingress and the CLI).
@@ -85,3 +86,7 @@ class ModelError(WxAssistError):
 
 class StateContention(WxAssistError):
     """A shared record kept changing under compare-and-set; the caller may retry later."""
+
+
+class ModelStoreError(ModelError):
+    """A model version that is missing, incomplete or does not match its manifest."""
