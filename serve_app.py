@@ -77,7 +77,6 @@ class Ingress:
         )
         self._faq_accounts = {name for name, account in settings.account_map().items() if account.faq_fast_path}
         self._cache_accounts = {name for name, account in settings.account_map().items() if account.answer_cache}
-        self._background: set[asyncio.Task] = set()
         self._passive_only = {name for name, account in settings.account_map().items() if account.strategy == "passive-only"}
         pushed, held = PushOverflow(Outbox(store, clock), clock), HeldOverflow(self._continuations, self._pending_reply)
 
@@ -103,7 +102,7 @@ class Ingress:
         self._no_answer_text = settings.no_answer_text
         self._handoff_text = settings.handoff_text
         self._handoff_transfer = settings.handoff_transfer
-        self._intakes: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()  # intakes and background calls, kept until done
         self._continue_keyword = settings.continue_keyword
         self._continue_hint = settings.continue_hint_text
         self._continue_pending_text = settings.continue_pending_text
@@ -147,8 +146,7 @@ class Ingress:
         intake = asyncio.create_task(
             self._intake(account, dict(request.query_params), body, started_s, hung_up), context=contextvars.Context()
         )
-        self._intakes.add(intake)
-        intake.add_done_callback(self._intakes.discard)
+        self._keep(intake)
         try:
             return await asyncio.shield(intake)
         except asyncio.CancelledError:
@@ -273,9 +271,12 @@ class Ingress:
             except Exception as exc:
                 _log_failure("background call", exc)
 
-        task = asyncio.create_task(run(), context=contextvars.Context())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._keep(asyncio.create_task(run(), context=contextvars.Context()))
+
+    def _keep(self, task: asyncio.Task) -> None:
+        """The event loop holds tasks weakly: keep a reference until each is done."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _over_limit(self, message: InboundMessage) -> str | None:
         """The friendly refusal for a user or account over its rate limit; None to go on.
@@ -341,6 +342,25 @@ def retrieval_query(question: str, history: tuple[Turn, ...], short_chars: int =
     if not history or len(bare) >= short_chars or not FOLLOW_UP.search(bare):
         return question
     return f"{history[-1].question} {question}"
+
+
+class InProcessHandle:
+    """A deployment class run in the calling process behind the handle interface:
+    ``handle.method.remote(...)`` awaits the method in a thread, as a replica would run it.
+    For benchmarks and tests that drive the real ingress without Ray."""
+
+    def __init__(self, target: Any):
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._target, name)
+
+        class _Call:
+            @staticmethod
+            def remote(*args: Any, **kwargs: Any):
+                return asyncio.to_thread(method, *args, **kwargs)
+
+        return _Call()
 
 
 def http_app(ingress: Ingress) -> FastAPI:

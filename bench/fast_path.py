@@ -42,23 +42,6 @@ QUESTIONS = [
 ]
 
 
-class LocalHandle:
-    """``handle.method.remote(...)`` for an object in this process (a thread per call)."""
-
-    def __init__(self, target):
-        self._target = target
-
-    def __getattr__(self, name):
-        method = getattr(self._target, name)
-
-        class _Call:
-            @staticmethod
-            def remote(*args, **kwargs):
-                return asyncio.to_thread(method, *args, **kwargs)
-
-        return _Call()
-
-
 def kind_of(details: dict) -> str:
     grounding = details.get("grounding")
     if grounding in ("faq", "cache"):
@@ -75,17 +58,17 @@ async def run(home: Path) -> list[tuple[str, str, float]]:
     from functions.intent.deployment import IntentServer
     from functions.retrieve.deployment import RetrieveServer
     from knowledge.cli import ensure_sample_knowledge
-    from serve_app import Ingress
+    from serve_app import InProcessHandle, Ingress
 
     overrides = {"home": str(home), "max_new_tokens": 64, "max_passage_chars": 300, "user_burst": 0, "account_burst": 0}
     settings = load_settings(**overrides)
     ensure_dev_credentials(home)
     ensure_sample_knowledge(settings)
     ingress = Ingress(
-        LocalHandle(DecryptServer(overrides)), LocalHandle(IntentServer(overrides)),
-        LocalHandle(RetrieveServer(overrides)),
-        LocalHandle(GenerateServer(None, {"model_dir": load_settings().model_dir()}, overrides)),
-        LocalHandle(EncryptServer(overrides)), LocalHandle(object()), overrides,
+        InProcessHandle(DecryptServer(overrides)), InProcessHandle(IntentServer(overrides)),
+        InProcessHandle(RetrieveServer(overrides)),
+        InProcessHandle(GenerateServer(None, {"model_dir": load_settings().model_dir()}, overrides)),
+        InProcessHandle(EncryptServer(overrides)), InProcessHandle(object()), overrides,
     )
     results = []
     for number, question in enumerate(QUESTIONS):

@@ -16,7 +16,6 @@ answers, so a user never mistakes one answer for another. Keys hold a hash of th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
@@ -24,7 +23,7 @@ from typing import Literal
 
 from functions.common.clock import Clock
 from functions.common.records import InboundMessage
-from functions.common.state import StateStore, update_value
+from functions.common.state import StateStore, update_value, user_digest
 
 KEY_PREFIX = "wxa:continue:"
 MAX_HELD_ANSWERS = 5  # per user: a bound on what one user can make the store keep
@@ -67,7 +66,7 @@ class _Held:
 
 
 def continuation_key(account: str, user: str) -> str:
-    return f"{KEY_PREFIX}{account}:{hashlib.sha256(user.encode('utf-8')).hexdigest()[:32]}"
+    return f"{KEY_PREFIX}{account}:{user_digest(user)}"
 
 
 def question_label(message: InboundMessage) -> str:

@@ -157,10 +157,6 @@ class KnowledgeBase:
     def embedder(self) -> Embedder:
         return self._embedder
 
-    @property
-    def is_local(self) -> bool:
-        return self._is_local
-
     def hashes_of(self, doc_ids: Sequence[str]) -> dict[str, str]:
         """doc_id -> doc_hash for the given documents that are stored (absent: deleted)."""
         wanted = [doc_id for doc_id in dict.fromkeys(doc_ids) if _DOC_ID.match(doc_id)]

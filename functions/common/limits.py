@@ -9,13 +9,12 @@ never silence. Keys hold a hash of the user id.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
 from functions.common.clock import Clock
 from functions.common.records import InboundMessage
-from functions.common.state import StateStore
+from functions.common.state import StateStore, user_digest
 
 KEY_PREFIX = "wxa:limit:"
 
@@ -55,8 +54,7 @@ class RateLimiter:
         now_s = self._clock.now_s()
         policy = self._policy
         if policy.limits_users():
-            user = hashlib.sha256(message.from_user.encode("utf-8")).hexdigest()[:32]
-            key = f"{KEY_PREFIX}user:{message.account}:{user}"
+            key = f"{KEY_PREFIX}user:{message.account}:{user_digest(message.from_user)}"
             wait_s = self._store.take_token(key, policy.user_burst, policy.user_per_min / 60.0, now_s)
             if wait_s > 0:
                 return Admission(False, "user", wait_s)

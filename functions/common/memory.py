@@ -8,19 +8,18 @@ prompt is decided by generate, which can count tokens (``functions/generate/core
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from functions.common.clock import Clock
 from functions.common.records import InboundMessage, Turn
-from functions.common.state import StateStore, update_value
+from functions.common.state import StateStore, update_value, user_digest
 
 KEY_PREFIX = "wxa:memory:"
 MAX_TURN_CHARS = 2000  # one turn's question or answer, as stored: a bound on what a user can make us keep
 
 
 def memory_key(account: str, user: str) -> str:
-    return f"{KEY_PREFIX}{account}:{hashlib.sha256(user.encode('utf-8')).hexdigest()[:32]}"
+    return f"{KEY_PREFIX}{account}:{user_digest(user)}"
 
 
 class ConversationMemory:

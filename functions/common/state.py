@@ -12,6 +12,7 @@ rate limits on ``take_token`` (a token bucket updated atomically in one step).
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -61,6 +62,11 @@ class StateStore(Protocol):
     def queue_size(self, queue: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def user_digest(user: str) -> str:
+    """What keys hold instead of a user's openid: the store is shared infrastructure."""
+    return hashlib.sha256(user.encode("utf-8")).hexdigest()[:32]
 
 
 UPDATE_ATTEMPTS = 20  # each lost compare-and-set means another replica just wrote the key

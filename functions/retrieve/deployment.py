@@ -31,9 +31,6 @@ class RetrieveServer:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
 
-    def retrieve(self, query: str, top_k: int | None = None) -> list[Passage]:
-        return self._core.retrieve(query, top_k)
-
     def find(self, question: str, query: str, faq: bool = True, cache_account: str | None = None) -> Found:
         """One hop for the ingress: the curated FAQ answer when ``question`` matches one (and
         the account uses the fast path), else a cached answer (when ``cache_account`` is

@@ -19,28 +19,10 @@ from functions.generate.deployment import GenerateServer
 from functions.intent.deployment import IntentServer
 from functions.retrieve.core import Retriever
 from functions.retrieve.faq import FaqMatcher
-from serve_app import Ingress, http_app
+from serve_app import InProcessHandle, Ingress, http_app  # noqa: F401 - re-exported for tests
 from tests.fakes import EchoEngine, ListSearch, passage
 
 POLICY = passage("returns", 0, title="退货政策", text="青禾家居支持7天无理由退货，自签收次日起7天内可在小程序申请。")
-
-
-class InProcessHandle:
-    """Stands in for a DeploymentHandle: ``handle.method.remote(...)`` awaits the method."""
-
-    def __init__(self, target):
-        self._target = target
-
-    def __getattr__(self, name):
-        method = getattr(self._target, name)
-
-        class _Method:
-            @staticmethod
-            def remote(*args, **kwargs):
-                # In a thread, as in a replica: a slow call must not block the ingress's loop.
-                return asyncio.to_thread(method, *args, **kwargs)
-
-        return _Method()
 
 
 class RetrieveFromList:
