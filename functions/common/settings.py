@@ -18,7 +18,7 @@ import string
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -176,9 +176,26 @@ class Settings(BaseSettings):
     answer_cache_ttl_s: float = 7 * 86400.0  # a cached answer is regenerated after this
     answer_cache_threshold: float = 0.8  # faq_similarity a question needs to a cached one
 
-    # Generation.
-    model_store: Path | None = None
+    # Model weights. Generate replicas load ``model`` (``name@version``, or ``name`` for the
+    # newest) from the model store through a verified local cache; unset, they load the demo
+    # model that `make setup` converted into the cache as ``model_name``.
+    model: str | None = None
+    model_store: str | None = None  # a directory, s3://bucket/prefix or minio://bucket/prefix
+    model_cache: Path | None = None  # local model folders; default $WXA_HOME/models
     model_name: str = "smollm2-135m-instruct"
+    model_part_mb: int = Field(default=64, ge=5)  # multipart part size; S3 needs at least 5 MiB
+    # Trust a cached file whose size and modification time match its verified record;
+    # True re-hashes every file on every replica start (slower starts, for paranoid disks).
+    model_cache_rehash: bool = False
+    # S3-compatible stores. s3:// uses boto3's credential chain (AWS_* variables, profiles,
+    # IRSA); minio:// needs the endpoint and uses s3_access_key/s3_secret_key or AWS_*.
+    s3_endpoint: str | None = None  # e.g. http://minio.internal:9000; unset: AWS itself
+    s3_region: str | None = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_ca_bundle: Path | None = None  # a private CA's certificate for a TLS endpoint
+
+    # Generation.
     max_new_tokens: int = 96
     max_passage_chars: int = 400
     # Below this share of answer bigrams found in the passages, an answer is replaced by a
@@ -259,11 +276,15 @@ class Settings(BaseSettings):
     def kb_location(self) -> str:
         return self.kb_uri or str(self.home_dir() / "kb.db")
 
-    def model_store_dir(self) -> Path:
-        return (self.model_store or self.home_dir() / "models").expanduser().resolve()
+    def model_cache_dir(self) -> Path:
+        return (self.model_cache or self.home_dir() / "models").expanduser().resolve()
 
     def model_dir(self) -> Path:
-        return self.model_store_dir() / self.model_name
+        """The demo model's folder, used when no store version is named (``model``)."""
+        return self.model_cache_dir() / self.model_name
+
+    def model_store_uri(self) -> str:
+        return self.model_store or str(self.home_dir() / "model-store")
 
     def embedding_dir(self) -> Path:
         if self.embedding_model_dir is not None:
@@ -340,7 +361,7 @@ def ensure_dev_credentials(home: Path) -> tuple[dict[str, Any], bool]:
 
 # Secrets come from the environment or the YAML file only: Serve config arguments are
 # plain text that ends up in dashboards and logs.
-SECRET_FIELDS = frozenset({"wechat_token", "wechat_aes_key", "wechat_secret", "accounts"})
+SECRET_FIELDS = frozenset({"wechat_token", "wechat_aes_key", "wechat_secret", "accounts", "s3_access_key", "s3_secret_key"})
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from functions.common.records import Answer, Passage, Turn
-from functions.common.settings import load_settings
+from functions.common.settings import Settings, load_settings
 from functions.generate.core import Generator
+
+log = logging.getLogger(__name__)
+
+
+def model_folder(settings: Settings) -> Path:
+    """The weights this replica loads: the configured store version, restored into the node's
+    verified cache (a mismatch raises, so the replica refuses to start), or the demo model."""
+    if not settings.model:
+        return settings.model_dir()
+    from functions.common.model_store import open_model_store, restore_model
+
+    restored = restore_model(lambda: open_model_store(settings), settings.model, settings.model_cache_dir(),
+                             rehash=settings.model_cache_rehash)
+    log.info("model %s@%s from %s", restored.manifest.name, restored.manifest.version,
+             "the store" if restored.downloaded else "the cache")
+    return restored.path
 
 
 class GenerateServer:
@@ -21,7 +39,8 @@ class GenerateServer:
             from functions.generate.transformers_engine import TransformersEngine
 
             engine_cls = TransformersEngine
-            engine_kwargs = {"model_dir": settings.model_dir(), "torch_threads": settings.torch_threads, **(engine_kwargs or {})}
+            engine_kwargs = {"model_dir": model_folder(settings), "torch_threads": settings.torch_threads,
+                             **(engine_kwargs or {})}
         engine = engine_cls(**(engine_kwargs or {}))
         self._core = Generator(
             engine,

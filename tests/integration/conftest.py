@@ -41,3 +41,12 @@ def redis_uri(tmp_path_factory) -> str:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS ``weed mini``) for the session; tests make their own buckets."""
+    from functions.common.model_store.local_s3 import LocalS3Server
+
+    with LocalS3Server(tmp_path_factory.mktemp("s3")) as server:
+        yield server

@@ -41,7 +41,7 @@ def service(tmp_path_factory) -> RunningService:
 
     home = tmp_path_factory.mktemp("wxassist-home")
     ensure_dev_credentials(home)
-    settings = Settings(home=home, model_store=REPO / ".wxassist" / "models")
+    settings = Settings(home=home, model_cache=REPO / ".wxassist" / "models")
     if not (settings.model_dir() / "model.safetensors").is_file():  # make setup normally did this
         import_gguf(bundled_gguf(), settings.model_dir())
     with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
@@ -58,7 +58,7 @@ def service(tmp_path_factory) -> RunningService:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         with BackgroundServer(emulator_app(emulator), free_port()) as platform:
-            args = {**app_args, "home": str(home), "model_store": str(settings.model_store_dir()),
+            args = {**app_args, "home": str(home), "model_cache": str(settings.model_cache_dir()),
                     "wechat_api_base": platform.url}
             serve.run(compose_app(args, options), name=APP_NAME, route_prefix="/")
             yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)

@@ -8,6 +8,7 @@ import pytest
 
 from functions.common.clock import FixedClock
 from functions.common.model_store import LocalObjectStore, ModelStore, ModelStoreError, blob_key, parse_ref
+from functions.common.model_store.versions import manifest_key
 
 
 def model_folder(root: Path, weights: bytes = b"weights-v1", config: str = '{"layers": 2}') -> Path:
@@ -25,8 +26,10 @@ def store(tmp_path) -> ModelStore:
 
 
 def test_push_then_pull_gives_the_same_files_and_a_manifest(store, tmp_path):
-    manifest, uploaded = store.push(model_folder(tmp_path / "m"), "demo", source="demo.gguf")
-    assert (manifest.version, uploaded, manifest.source) == (1, 3, "demo.gguf")
+    report = store.push(model_folder(tmp_path / "m"), "demo", source="demo.gguf")
+    manifest = report.manifest
+    assert (manifest.version, report.files_uploaded, manifest.source, report.new_version) == (1, 3, "demo.gguf", True)
+    assert report.bytes_sent == sum(f.size for f in manifest.files)
     assert [f.path for f in manifest.files] == ["config.json", "model.safetensors", "tokenizer/vocab.txt"]
     pulled = store.pull("demo@1", tmp_path / "out")
     assert pulled == manifest
@@ -36,15 +39,15 @@ def test_push_then_pull_gives_the_same_files_and_a_manifest(store, tmp_path):
 
 def test_pushing_again_is_incremental_and_identical_content_is_one_version(store, tmp_path):
     store.push(model_folder(tmp_path / "m"), "demo")
-    again, uploaded = store.push(model_folder(tmp_path / "m"), "demo")
-    assert (again.version, uploaded) == (1, 0)  # nothing new: the same version
-    second, uploaded = store.push(model_folder(tmp_path / "m2", weights=b"weights-v2"), "demo")
-    assert (second.version, uploaded) == (2, 1)  # only the changed file went up
+    again = store.push(model_folder(tmp_path / "m"), "demo")
+    assert (again.manifest.version, again.files_uploaded, again.new_version) == (1, 0, False)  # the same version
+    second = store.push(model_folder(tmp_path / "m2", weights=b"weights-v2"), "demo")
+    assert (second.manifest.version, second.files_uploaded, second.bytes_sent) == (2, 1, len(b"weights-v2"))
     assert store.manifest("demo").version == 2 and store.manifest("demo@1").version == 1
 
 
 def test_a_flipped_byte_fails_verify_and_pull_and_leaves_nothing_behind(store, tmp_path):
-    manifest, _ = store.push(model_folder(tmp_path / "m"), "demo")
+    manifest = store.push(model_folder(tmp_path / "m"), "demo").manifest
     weights = next(f for f in manifest.files if f.path == "model.safetensors")
     blob = tmp_path / "store" / blob_key(weights.sha256)
     data = bytearray(blob.read_bytes())
@@ -96,3 +99,34 @@ def test_the_command_line_pushes_lists_and_fails_verify_loudly(tmp_path, capsys)
     blob.write_bytes(b"weights-v2")
     assert main(["model", "verify", "demo@1", "--store", str(root)]) == 2
     assert "does not match its manifest" in capsys.readouterr().err
+
+
+def test_a_version_number_is_never_written_twice(store, tmp_path):
+    """Two pushes racing for the same number: the second manifest write fails, never overwrites."""
+    manifest = store.push(model_folder(tmp_path / "m"), "demo").manifest
+    objects = LocalObjectStore(tmp_path / "store")
+    with pytest.raises(ModelStoreError, match="already exists"):
+        objects.create_bytes(manifest_key("demo", 1), b"{}")
+    assert store.manifest("demo@1") == manifest
+
+
+def test_progress_covers_hashing_and_every_byte_uploaded(store, tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.phases: list[tuple[str, int]] = []
+            self.done: dict[str, int] = {}
+
+        def phase(self, name, total_bytes):
+            self.phases.append((name, total_bytes))
+            self.done[name] = 0
+
+        def advance(self, nbytes):
+            self.done[self.phases[-1][0]] += nbytes
+
+    recorder = Recorder()
+    manifest = store.push(model_folder(tmp_path / "m"), "demo", progress=recorder).manifest
+    total = sum(f.size for f in manifest.files)
+    assert recorder.phases == [("hashing", total), ("uploading", total)]
+    assert recorder.done == {"hashing": total, "uploading": total}
+    store.pull("demo", tmp_path / "out", progress=recorder)
+    assert recorder.phases[-1] == ("downloading", total) and recorder.done["downloading"] == total

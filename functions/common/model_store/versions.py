@@ -10,8 +10,8 @@ last: a version exists only once every file it names is stored.
 Pulling checks every byte against the manifest while writing into a temporary folder that is
 renamed into place only when complete, so a corrupted or half-copied model is never loaded.
 
-This module holds the store's logic over a small object-store interface; ``LocalObjectStore``
-(a directory, the embedded default) implements it here.
+This module holds the store's logic over the small object-store interface in ``objects.py``
+(a directory, S3 through boto3, or MinIO through its SDK).
 """
 
 from __future__ import annotations
@@ -21,32 +21,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
 
 from functions.common.clock import Clock, SystemClock
 from functions.common.errors import ModelStoreError
+from functions.common.model_store.objects import NO_PROGRESS, ObjectStore, Progress
 
 CHUNK_BYTES = 8 * 1024 * 1024
 MANIFEST = "manifest.json"
-
-
-class ObjectStore(Protocol):
-    def exists(self, key: str) -> bool: ...
-
-    def put_file(self, key: str, path: Path) -> None: ...
-
-    def get_file(self, key: str, path: Path) -> None: ...
-
-    def read_bytes(self, key: str) -> bytes: ...
-
-    def write_bytes(self, key: str, data: bytes) -> None: ...
-
-    def keys(self, prefix: str) -> Iterator[str]: ...
-
-    def delete(self, key: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -74,11 +57,20 @@ class Manifest:
         return cls(**{**data, "files": tuple(StoredFile(**f) for f in data["files"])})
 
 
-def file_sha256(path: Path) -> str:
+@dataclass(frozen=True)
+class PushReport:
+    manifest: Manifest
+    files_uploaded: int  # files the store did not have yet
+    bytes_sent: int  # what went over the wire: parts an interrupted push finished are not sent again
+    new_version: bool  # False: a version with exactly these files already existed
+
+
+def file_sha256(path: Path, progress: Progress = NO_PROGRESS) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
+            progress.advance(len(chunk))
     return digest.hexdigest()
 
 
@@ -90,6 +82,10 @@ def content_hash(files: tuple[StoredFile, ...]) -> str:
 
 def blob_key(sha256: str) -> str:
     return f"blobs/sha256/{sha256}"
+
+
+def manifest_key(name: str, version: int) -> str:
+    return f"models/{name}/{version}/{MANIFEST}"
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -105,27 +101,40 @@ class ModelStore:
         self._objects = objects
         self._clock = clock or SystemClock()
 
-    def push(self, folder: Path, name: str, *, source: str = "") -> tuple[Manifest, int]:
-        """Store ``folder`` as a new version of ``name`` (or return the version that already
-        holds exactly these files). Returns the manifest and how many files were uploaded."""
+    @property
+    def location(self) -> str:
+        return self._objects.location
+
+    def push(self, folder: Path, name: str, *, source: str = "", progress: Progress = NO_PROGRESS) -> PushReport:
+        """Store ``folder`` as a new version of ``name``, or return the version that already
+        holds exactly these files. Files the store has (by hash) are not uploaded again, and
+        an upload interrupted earlier resumes from its last finished part."""
         parse_ref(name)
         paths = sorted(p for p in folder.rglob("*") if p.is_file())
         if not paths:
             raise ModelStoreError(f"{folder} has no files to push")
-        files = tuple(StoredFile(p.relative_to(folder).as_posix(), p.stat().st_size, file_sha256(p)) for p in paths)
+        progress.phase("hashing", sum(p.stat().st_size for p in paths))
+        files = tuple(StoredFile(p.relative_to(folder).as_posix(), p.stat().st_size, file_sha256(p, progress))
+                      for p in paths)
         digest = content_hash(files)
-        for existing in self.versions(name):
-            if existing.content_hash == digest:
-                return existing, 0
-        uploaded = 0
+        existing = self.versions(name)
+        for manifest in existing:
+            if manifest.content_hash == digest:
+                return PushReport(manifest, 0, 0, new_version=False)
+        progress.phase("uploading", sum(f.size for f in files))
+        uploaded = sent = 0
         for path, stored in zip(paths, files, strict=True):
-            if not self._objects.exists(blob_key(stored.sha256)):  # incremental: known files are kept
-                self._objects.put_file(blob_key(stored.sha256), path)
-                uploaded += 1
-        version = max((m.version for m in self.versions(name)), default=0) + 1
+            if self._objects.exists(blob_key(stored.sha256)):  # incremental: known content is kept
+                progress.advance(stored.size)
+                continue
+            sent += self._objects.put_file(blob_key(stored.sha256), path, progress)
+            uploaded += 1
+        version = max((m.version for m in existing), default=0) + 1
         manifest = Manifest(name, version, files, source, self._clock.now_s(), digest)
-        self._objects.write_bytes(f"models/{name}/{version}/{MANIFEST}", manifest.to_json().encode("utf-8"))
-        return manifest, uploaded
+        # Written last and only if absent: a version exists once all its files do, and two
+        # pushes racing for one version number cannot overwrite each other.
+        self._objects.create_bytes(manifest_key(name, version), manifest.to_json().encode("utf-8"))
+        return PushReport(manifest, uploaded, sent, new_version=True)
 
     def versions(self, name: str) -> list[Manifest]:
         manifests = []
@@ -149,18 +158,19 @@ class ModelStore:
             raise ModelStoreError(f"{name} has no version {version} (versions: {', '.join(str(m.version) for m in versions)})")
         return found
 
-    def pull(self, ref: str, destination: Path) -> Manifest:
+    def pull(self, ref: str, destination: Path, progress: Progress = NO_PROGRESS) -> Manifest:
         """Copy a version into ``destination`` (created; must not exist), every file checked."""
         manifest = self.manifest(ref)
         if destination.exists():
             raise ModelStoreError(f"{destination} already exists")
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+        progress.phase("downloading", sum(f.size for f in manifest.files))
         try:
             for stored in manifest.files:
                 target = staging / stored.path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self._objects.get_file(blob_key(stored.sha256), target)
+                self._get_blob(manifest, stored, target, progress)
                 _check(target, stored, f"{manifest.name}@{manifest.version}")
             (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
             os.rename(staging, destination)  # complete, or not there at all
@@ -169,20 +179,24 @@ class ModelStore:
             raise
         return manifest
 
-    def verify(self, ref: str) -> Manifest:
+    def verify(self, ref: str, progress: Progress = NO_PROGRESS) -> Manifest:
         """Recompute every stored file's hash; raises on the first that does not match."""
         manifest = self.manifest(ref)
         if content_hash(manifest.files) != manifest.content_hash:
             raise ModelStoreError(f"{manifest.name}@{manifest.version}: the manifest does not match its content hash")
+        progress.phase("verifying", sum(f.size for f in manifest.files))
         with tempfile.TemporaryDirectory(prefix="wxassist-verify-") as scratch:
             for stored in manifest.files:
                 copy = Path(scratch) / "blob"
-                if not self._objects.exists(blob_key(stored.sha256)):
-                    raise ModelStoreError(f"{manifest.name}@{manifest.version}: {stored.path} is missing from the store")
-                self._objects.get_file(blob_key(stored.sha256), copy)
+                self._get_blob(manifest, stored, copy, progress)
                 _check(copy, stored, f"{manifest.name}@{manifest.version}")
                 copy.unlink()
         return manifest
+
+    def _get_blob(self, manifest: Manifest, stored: StoredFile, target: Path, progress: Progress) -> None:
+        if not self._objects.exists(blob_key(stored.sha256)):
+            raise ModelStoreError(f"{manifest.name}@{manifest.version}: {stored.path} is missing from the store")
+        self._objects.get_file(blob_key(stored.sha256), target, progress)
 
     def remove(self, name: str, *, keep_last: int) -> list[int]:
         """Delete all but the newest ``keep_last`` versions, and blobs no version uses."""
@@ -191,7 +205,7 @@ class ModelStore:
         versions = self.versions(name)
         doomed = versions[:-keep_last]
         for manifest in doomed:
-            self._objects.delete(f"models/{manifest.name}/{manifest.version}/{MANIFEST}")
+            self._objects.delete(manifest_key(manifest.name, manifest.version))
         in_use = {f.sha256 for other in self.names() for m in self.versions(other) for f in m.files}
         for key in list(self._objects.keys("blobs/sha256/")):
             if key.rsplit("/", 1)[-1] not in in_use:
@@ -204,53 +218,3 @@ def _check(path: Path, stored: StoredFile, version: str) -> None:
     if size != stored.size or digest != stored.sha256:
         raise ModelStoreError(f"{version}: {stored.path} does not match its manifest (sha256 {digest[:12]}…, "
                               f"expected {stored.sha256[:12]}…): refusing to use it")
-
-
-class LocalObjectStore:
-    """Objects as files under a directory; writes go to a temporary file renamed into place."""
-
-    def __init__(self, root: Path):
-        self._root = root.expanduser().resolve()
-        self._root.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, key: str) -> Path:
-        path = (self._root / key).resolve()
-        if self._root not in path.parents:
-            raise ModelStoreError(f"object key outside the store: {key!r}")
-        return path
-
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
-    def put_file(self, key: str, path: Path) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        shutil.copyfile(path, partial)
-        os.replace(partial, target)
-
-    def get_file(self, key: str, path: Path) -> None:
-        shutil.copyfile(self._path(key), path)
-
-    def read_bytes(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
-
-    def write_bytes(self, key: str, data: bytes) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)
-
-    def keys(self, prefix: str) -> Iterator[str]:
-        base = self._root / prefix
-        start = base if base.is_dir() else base.parent
-        if not start.exists():
-            return
-        for path in sorted(start.rglob("*")):
-            key = path.relative_to(self._root).as_posix()
-            if path.is_file() and key.startswith(prefix) and not path.name.endswith(".partial"):
-                yield key
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
