@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import inspect
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from functions.common.settings import load_settings
 from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
 from functions.common.model_store.cli import positive_int, register_model_commands
+from functions.generate.throughput import register_generate_bench
 from knowledge.cli import ensure_sample_knowledge, open_kb, register_kb_commands
 from observability.logs import audit_event, configure_logging, hashed_user, log_event, logger
 
@@ -359,6 +361,8 @@ class InProcessHandle:
         class _Call:
             @staticmethod
             def remote(*args: Any, **kwargs: Any):
+                if inspect.iscoroutinefunction(method):
+                    return method(*args, **kwargs)
                 return asyncio.to_thread(method, *args, **kwargs)
 
         return _Call()
@@ -693,6 +697,7 @@ def _parser() -> argparse.ArgumentParser:
 
     register_model_commands(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    register_generate_bench(bench)
     burst = bench.add_parser(
         "burst", help="a burst through the WeChat emulator: delivered, duplicates, lost, passive share, p50/p99"
     )

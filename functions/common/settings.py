@@ -202,6 +202,11 @@ class Settings(BaseSettings):
     # quote of the best passage (functions/generate/grounding.py); 0 turns the guard off.
     min_support: float = 0.5
     torch_threads: int | None = None
+    # continuous: transformers' continuous batching (requests share forward passes);
+    # single: one model.generate per request, one at a time.
+    generate_engine: Literal["continuous", "single"] = "continuous"
+    generate_batch: int = Field(default=32, ge=1)  # requests one replica generates at once
+    engine_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 on CUDA and bf16-capable CPUs
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
     # Canned texts and the custom menu (EventKey -> the question it asks).

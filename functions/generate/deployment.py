@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,20 @@ def model_folder(settings: Settings) -> Path:
     return restored.path
 
 
+def default_engine(settings: Settings) -> tuple[type, dict[str, Any]]:
+    """``continuous`` (default): transformers' continuous batching; ``single``: one
+    ``model.generate`` per request, one at a time (the baseline the batching is measured against)."""
+    common = {"model_dir": model_folder(settings), "torch_threads": settings.torch_threads, "dtype": settings.engine_dtype}
+    if settings.generate_engine == "single":
+        from functions.generate.transformers_engine import TransformersEngine
+
+        return TransformersEngine, common
+    from functions.generate.batching_engine import ContinuousBatchingEngine
+
+    return ContinuousBatchingEngine, {**common, "max_requests": settings.generate_batch,
+                                      "max_new_tokens": settings.max_new_tokens}
+
+
 class GenerateServer:
     def __init__(
         self,
@@ -36,12 +53,11 @@ class GenerateServer:
     ):
         settings = load_settings(**(settings_overrides or {}))
         if engine_cls is None:
-            from functions.generate.transformers_engine import TransformersEngine
-
-            engine_cls = TransformersEngine
-            engine_kwargs = {"model_dir": model_folder(settings), "torch_threads": settings.torch_threads,
-                             **(engine_kwargs or {})}
+            engine_cls, defaults = default_engine(settings)
+            engine_kwargs = {**defaults, **(engine_kwargs or {})}
         engine = engine_cls(**(engine_kwargs or {}))
+        # Requests wait in these threads while the engine batches them: as many as it batches.
+        self._pool = ThreadPoolExecutor(max_workers=settings.generate_batch, thread_name_prefix="wxassist-generate")
         self._core = Generator(
             engine,
             system_prompt=settings.system_prompt,
@@ -57,11 +73,12 @@ class GenerateServer:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
 
-    def answer(
+    async def answer(
         self, question: str, passages: list[Passage], max_new_tokens: int | None = None, history: tuple[Turn, ...] = ()
     ) -> Answer:
         self._answers += 1
-        return self._core.answer(question, passages, max_new_tokens, history)
+        call = functools.partial(self._core.answer, question, passages, max_new_tokens, history)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def stats(self) -> dict[str, int]:
         """Answers this replica generated: what the fast paths are measured against."""

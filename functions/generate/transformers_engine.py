@@ -1,37 +1,30 @@
-"""The default engine: a transformers causal LM loaded from the local model store.
+"""The simple engine: one ``model.generate`` per request, one request at a time.
 
-CPU: fp32 (bf16 matmuls are slow on most CPUs). CUDA: bf16 with SDPA attention. The replica
+The baseline continuous batching (``batching_engine.py``, the default) is measured against,
+and a fallback (``WXA_GENERATE_ENGINE=single``). dtype as there; SDPA attention; the replica
 warms up once on start so the first user does not pay for lazy initialisation.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from functions.common.errors import ModelError
+from functions.generate.batching_engine import REPLACEMENT_CHAR, load_model
 from functions.generate.core import Completion, Message
-
-REPLACEMENT_CHAR = "\ufffd"
 
 
 class TransformersEngine:
-    def __init__(self, model_dir: str | Path, *, device: str | None = None, torch_threads: int | None = None):
+    def __init__(self, model_dir: str | Path, *, device: str | None = None, torch_threads: int | None = None,
+                 dtype: str = "auto"):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model_dir = Path(model_dir)
-        if not (model_dir / "config.json").is_file():
-            raise ModelError(f"no model at {model_dir}: run `wxassist model import-gguf` (make setup does)")
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.model_name = model_dir.name
+        self._tokenizer, self._model, self.device, self.dtype = load_model(model_dir, device=device,
+                                                                           torch_threads=torch_threads, dtype=dtype)
+        self._one_at_a_time = threading.Lock()
+        self.model_name = Path(model_dir).name
         self._torch = torch
-        self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self._model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
-        self._model.to(self.device).eval()
         self.complete([{"role": "user", "content": "hi"}], max_new_tokens=2)
 
     def count_tokens(self, text: str) -> int:
@@ -42,7 +35,7 @@ class TransformersEngine:
             list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
         ).to(self.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])
-        with self._torch.inference_mode():
+        with self._one_at_a_time, self._torch.inference_mode():
             output = self._model.generate(
                 **inputs,
                 max_new_tokens=max_new_tokens,

@@ -5,6 +5,7 @@ settings S3-compatible servers need."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -92,7 +93,7 @@ def test_a_replica_starts_from_the_store_then_from_its_cache(pushed_demo, s3_ser
                  "max_new_tokens": 8}
     replica = GenerateServer(settings_overrides=overrides)
     passage = Passage("faq-1", "faq", "faq.jsonl", "退货政策", "收到商品7天内可无理由退货。", 1.0)
-    answer = replica.answer("怎么退货？", [passage])
+    answer = asyncio.run(replica.answer("怎么退货？", [passage]))
     assert answer.model == "demo@1" and answer.text  # the real model, loaded from the restored copy
     store = open_model_store(settings_for(s3_server, tmp_path), uri)
     assert not restore_model(store, "demo@1", tmp_path / "cache").downloaded

@@ -1,0 +1,167 @@
+"""The default engine: transformers' continuous batching over one loaded model.
+
+Every ``complete`` call, from any thread, becomes a request in transformers'
+``ContinuousBatchingManager``: one background loop runs forward passes over all requests in
+flight, each step a batch, and a request joins at the next step and leaves as soon as it
+ends, never waiting for the longest answer in its batch. ``bench/generate.py`` measures it
+against one ``model.generate`` per request (the naive way) and against padded static batches.
+
+dtype: bf16 on CUDA, and on CPUs with native bf16 matrix units (AMX / AVX512-BF16), where
+batched bf16 steps run several times faster than fp32; fp32 on other CPUs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from functions.common.errors import ModelError
+from functions.generate.core import Completion, Message
+
+log = logging.getLogger(__name__)
+
+REPLACEMENT_CHAR = "\ufffd"
+
+
+def load_model(model_dir: str | Path, *, device: str | None, torch_threads: int | None, dtype: str):
+    """The tokenizer and the model on its device, for either engine: (tokenizer, model, device, dtype)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"no model at {model_dir}: run `wxassist model import-gguf` (make setup does)")
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = pick_dtype(torch, device, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, attn_implementation="sdpa")
+    return tokenizer, model.to(device).eval(), device, torch_dtype
+
+
+def pick_dtype(torch, device: str, requested: str = "auto"):
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+
+class ContinuousBatchingEngine:
+    def __init__(self, model_dir: str | Path, *, device: str | None = None, torch_threads: int | None = None,
+                 dtype: str = "auto", max_new_tokens: int = 512, max_requests: int = 32,
+                 request_timeout_s: float = 300.0):
+        from transformers import GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        self._tokenizer, model, self.device, self.dtype = load_model(model_dir, device=device,
+                                                                     torch_threads=torch_threads, dtype=dtype)
+        self.model_name = Path(model_dir).name
+        self._request_timeout_s = request_timeout_s
+        self._eos = self._tokenizer.eos_token_id
+        generation = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,  # greedy, no repetition penalty: see transformers_engine.py
+            eos_token_id=self._eos,
+            pad_token_id=self._tokenizer.pad_token_id or self._eos,
+        )
+        # On a GPU transformers sizes the paged KV cache from free memory. A CPU has no such
+        # reading: the cache holds max_requests contexts of 1k tokens, in small pages, and a
+        # step takes at most 1k tokens so long prefills are cut into chunks between decode
+        # steps (the best of the settings bench/generate.py was tried with on a 2-core CPU).
+        batching = ContinuousBatchingConfig(max_requests_per_batch=max_requests) if self.device.startswith("cuda") else \
+            ContinuousBatchingConfig(page_size=32, num_blocks=max_requests * 32, max_batch_tokens=1024,
+                                     max_requests_per_batch=max_requests)
+        self._manager = model.init_continuous_batching(generation_config=generation,
+                                                       continuous_batching_config=batching)
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[threading.Event, list]] = {}
+        self._closed = False
+        self._manager.start()
+        # The manager's loop is a non-daemon thread: stop it before the interpreter waits on it.
+        threading._register_atexit(self.close)
+        self._dispatcher = threading.Thread(target=self._dispatch, name="wxassist-cb-results", daemon=True)
+        self._dispatcher.start()
+        self.complete([{"role": "user", "content": "hi"}], max_new_tokens=2)  # warm-up before the first user
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
+        prompt = self._tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                                     return_dict=True)["input_ids"]
+        request_id = f"wxa-{next(self._ids)}"
+        done, box = threading.Event(), []
+        with self._lock:
+            if self._closed:
+                raise ModelError("the engine is shut down")
+            self._waiting[request_id] = (done, box)
+        try:
+            accepted = self._manager.add_request(list(prompt), request_id=request_id, max_new_tokens=max_new_tokens)
+        except Exception as exc:  # noqa: BLE001 - its input queue is full, or the loop died
+            self._forget(request_id)
+            raise ModelError(f"the generator did not take the request ({type(exc).__name__})") from exc
+        if accepted is None:
+            self._forget(request_id)
+            raise ModelError("the generator is not accepting requests")
+        if not done.wait(self._request_timeout_s):
+            self._forget(request_id)
+            self._manager.cancel_request(request_id)
+            raise ModelError(f"no answer from the generator within {self._request_timeout_s:.0f} s")
+        result = box[0]
+        if result.error:
+            raise ModelError(f"generation failed: {result.error}")
+        tokens = list(result.generated_tokens)
+        ended = bool(tokens) and tokens[-1] == self._eos
+        text = self._tokenizer.decode(tokens, skip_special_tokens=True)
+        return Completion(
+            text=text.rstrip(REPLACEMENT_CHAR),  # a budget cut can land inside a multi-byte character
+            tokens_in=len(prompt),
+            tokens_out=len(tokens),
+            truncated=not ended and len(tokens) >= max_new_tokens,
+        )
+
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            self._waiting.pop(request_id, None)
+
+    def _dispatch(self) -> None:
+        """Hands each finished result to the thread waiting for it."""
+        while not self._closed:
+            result = self._manager.get_result(timeout=0.2)
+            if result is None:
+                if not self._manager.is_running() and not self._closed:
+                    self._fail_all("the generation loop stopped")
+                    return
+                continue
+            if not result.is_finished():
+                continue
+            with self._lock:
+                waiter = self._waiting.pop(result.request_id, None)
+            if waiter is not None:
+                waiter[1].append(result)
+                waiter[0].set()
+
+    def _fail_all(self, reason: str) -> None:
+        from transformers.generation.continuous_batching.requests import GenerationOutput
+
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        if waiting:
+            log.error("continuous batching: %s; failing %d requests", reason, len(waiting))
+        for request_id, (done, box) in waiting.items():
+            box.append(GenerationOutput(request_id=request_id, error=reason))
+            done.set()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._manager.stop(block=True, timeout=10)
+        self._fail_all("the engine is shut down")

@@ -1,0 +1,102 @@
+"""``wxassist bench generate``: tokens/s of the generate replica at several concurrencies
+against the naive way, one ``model.generate`` per request in a loop.
+
+Both sides are the real generate replica class (``GenerateServer``: prompt building, the
+engine, the clean-up and grounding checks) with the same model, dtype, questions and token
+budget, in one process and one run: the continuous-batching engine driven by N concurrent
+chats, and the ``single`` engine answering one request after another. The naive rate is
+measured before and after the batched runs and averaged, so drift on a shared machine hits
+both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from typing import Any
+
+from functions.common.records import Passage
+from functions.common.settings import load_settings
+
+QUESTIONS = [
+    "退货政策是什么？", "怎么开发票？", "沙发多久能送到？", "会员积分怎么用？", "实木餐桌怎么保养？",
+    "床垫拆封了还能退吗？", "大件家具送货上楼收费吗？", "支持分期付款吗？",
+]
+PASSAGE = Passage("bench-1", "bench", "faq.jsonl", "退货政策",
+                  "自签收之日起7天内，商品未使用、包装完好可申请无理由退货；定制家具不支持无理由退货。", 1.0)
+
+
+async def _tokens_per_s(server, concurrency: int, requests: int, max_new_tokens: int) -> float:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> int:
+        async with gate:
+            answer = await server.answer(QUESTIONS[index % len(QUESTIONS)], [PASSAGE], max_new_tokens)
+            return answer.tokens_out
+
+    started = time.perf_counter()
+    tokens = await asyncio.gather(*(one(i) for i in range(requests)))
+    return sum(tokens) / (time.perf_counter() - started)
+
+
+def measure(concurrencies: list[int], *, max_new_tokens: int, naive_requests: int,
+            overrides: dict[str, Any]) -> dict[str, Any]:
+    from functions.generate.deployment import GenerateServer
+
+    batched = GenerateServer(settings_overrides={**overrides, "generate_engine": "continuous",
+                                                 "generate_batch": max(concurrencies)})
+    naive = GenerateServer(settings_overrides={**overrides, "generate_engine": "single"})
+
+    async def run() -> dict[str, Any]:
+        naive_before = await _tokens_per_s(naive, 1, naive_requests, max_new_tokens)
+        rates = {c: await _tokens_per_s(batched, c, max(2 * c, 4), max_new_tokens) for c in concurrencies}
+        naive_after = await _tokens_per_s(naive, 1, naive_requests, max_new_tokens)
+        naive_rate = (naive_before + naive_after) / 2
+        return {
+            "results": [{"concurrency": c, "tokens_per_s": round(rate, 1), "naive_tokens_per_s": round(naive_rate, 1),
+                         "ratio": round(rate / naive_rate, 2)} for c, rate in rates.items()],
+            "naive_spread": [round(naive_before, 1), round(naive_after, 1)],
+        }
+
+    report = asyncio.run(run())
+    engine = batched._core._engine
+    report.update(model=engine.model_name, device=engine.device, dtype=str(engine.dtype).removeprefix("torch."),
+                  max_new_tokens=max_new_tokens)
+    engine.close()
+    return report
+
+
+def cmd_bench_generate(opts: argparse.Namespace) -> int:
+    home = tempfile.mkdtemp(prefix="wxassist-bench-generate-")
+    settings = load_settings()
+    overrides = {"home": home, "model_cache": str(settings.model_cache_dir()), "engine_dtype": opts.dtype}
+    if settings.model:
+        overrides.update(model=settings.model)
+    concurrencies = [int(c) for c in opts.concurrency.split(",")]
+    note = print if not opts.json else (lambda *a: print(*a, file=sys.stderr))
+    note(f"generate: {opts.max_new_tokens} new tokens a request, concurrency {concurrencies}, "
+         f"naive baseline {opts.naive_requests} requests in a loop before and after")
+    report = measure(concurrencies, max_new_tokens=opts.max_new_tokens, naive_requests=opts.naive_requests,
+                     overrides=overrides)
+    if opts.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['model']} on {report['device']} ({report['dtype']}); naive (one generate per request): "
+          f"{report['results'][0]['naive_tokens_per_s']} tokens/s (before/after: {report['naive_spread']})")
+    for row in report["results"]:
+        print(f"  {row['concurrency']:>3} concurrent chats  {row['tokens_per_s']:8.1f} tokens/s  {row['ratio']:5.2f}x naive")
+    return 0
+
+
+def register_generate_bench(bench) -> None:
+    generate = bench.add_parser("generate", help="tokens/s of the generate replica by concurrency vs one generate per request")
+    generate.add_argument("--concurrency", default="1,4,16,32", help="comma-separated concurrent chats")
+    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate.add_argument("--naive-requests", type=int, default=4, help="requests in each naive loop")
+    generate.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
+    generate.add_argument("--json", action="store_true", help='{"results": [{"concurrency", "tokens_per_s", …}]}')
+    generate.set_defaults(handler=cmd_bench_generate)
