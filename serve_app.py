@@ -182,10 +182,10 @@ class Ingress:
         # Still being answered: not an empty 200, which would tell WeChat to stop delivering.
         return JSONResponse({"error": "InProgress", "reason": "the answer is still being prepared"}, status_code=503)
 
-    async def _answer_job(self, message: InboundMessage, max_new_tokens: int) -> Reply:
+    async def _answer_job(self, message: InboundMessage, max_new_tokens: int, deadline_s: float | None = None) -> Reply:
         """One message's job, run once however many deliveries it gets."""
         started_s = time.monotonic()
-        reply, details = await self._answer(message, max_new_tokens)
+        reply, details = await self._answer(message, max_new_tokens, deadline_s)
         log_event(
             "answered",
             account=message.account,
@@ -199,7 +199,9 @@ class Ingress:
         )
         return reply
 
-    async def _answer(self, message: InboundMessage, max_new_tokens: int) -> tuple[Reply, dict[str, Any]]:
+    async def _answer(
+        self, message: InboundMessage, max_new_tokens: int, deadline_s: float | None = None
+    ) -> tuple[Reply, dict[str, Any]]:
         """The reply, and what the log line should say about how it was made."""
         details: dict[str, Any] = {"route": "error"}
         try:
@@ -220,7 +222,7 @@ class Ingress:
                 return await self._encrypt.handoff_reply.remote(message, self._handoff_text), details
             if intent.reply is not None:
                 return await self._encrypt.text_reply.remote(message, intent.reply), details
-            return await self._answer_question(message, intent, max_new_tokens, details), details
+            return await self._answer_question(message, intent, max_new_tokens, details, deadline_s), details
         except Exception as exc:  # the user gets an apology, WeChat gets a 200, the log the cause
             _log_failure("answer", exc)
             details["error"] = type(exc).__name__
@@ -231,7 +233,8 @@ class Ingress:
                 return NO_REPLY, details
 
     async def _answer_question(
-        self, message: InboundMessage, intent: Intent, max_new_tokens: int, details: dict[str, Any]
+        self, message: InboundMessage, intent: Intent, max_new_tokens: int, details: dict[str, Any],
+        deadline_s: float | None = None,
     ) -> Reply:
         """A knowledge question or small talk: from the FAQ, the answer cache or the model."""
         question = intent.query or ""
@@ -253,7 +256,7 @@ class Ingress:
             details["passages"] = len(passages)
             if not passages:  # nothing to ground an answer in: say so, spend no GPU time
                 return await self._encrypt.text_reply.remote(message, self._no_answer_text)
-        answer = await self._generate.answer.remote(question, passages, max_new_tokens, history)
+        answer = await self._generate.answer.remote(question, passages, max_new_tokens, history, deadline_s)
         details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
                        truncated=answer.truncated)
         if not answer.text:

@@ -65,7 +65,8 @@ class Outcome:
     deliveries: int = 1
 
 
-Answerer = Callable[[InboundMessage, int], Awaitable[Reply]]
+# (message, max_new_tokens, deadline_s or None) -> the reply
+Answerer = Callable[[InboundMessage, int, float | None], Awaitable[Reply]]
 
 
 class Overflow(Protocol):
@@ -173,7 +174,8 @@ class DeliveryCoordinator:
             claim = await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id)
         except Exception:  # no shared state: answer directly; a duplicate beats a loss
             logger.exception("ledger unavailable; answering without deduplication")
-            return Outcome("passive", await self._answer(message, self._max_new_tokens))
+            return Outcome("passive", await self._answer(message, self._max_new_tokens,
+                                                         arrived_s + self._policy.window_s))
         entry = claim.entry
         if claim.won:
             # A fresh context: the job belongs to the message, not to this delivery. Ray Serve
@@ -233,7 +235,9 @@ class DeliveryCoordinator:
 
     async def _run_job(self, message: InboundMessage, entry: LedgerEntry) -> None:
         budget = self._policy.token_budget(entry.first_seen_s, self._clock.now_s(), self._max_new_tokens)
-        reply = await self._answer(message, budget)
+        # The deadline travels too: generate knows its own pace under the current load, which
+        # the budget above only estimates from a setting.
+        reply = await self._answer(message, budget, self._policy.passive_deadline_s(entry.first_seen_s))
         finished = await self._record(message, entry, reply)
         if finished is None:
             logger.error("job %s: its answer could not be recorded (taken over, or the store is down)", entry.job_id)

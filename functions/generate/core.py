@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from functions.common.clock import Clock, SystemClock
 from functions.common.injection import remove_instructions
 from functions.common.records import Answer, Passage, Turn
 from functions.generate.grounding import acceptable, coverage, extractive_answer
+from functions.generate.pace import DecodePace
 
 Message = dict[str, str]
 
@@ -119,8 +121,12 @@ class Generator:
         min_support: float = 0.5,
         min_coverage: float = 0.4,
         history_tokens: int = 256,
+        pace: DecodePace | None = None,
+        clock: Clock | None = None,
     ):
         self._engine = engine
+        self._pace = pace or DecodePace(initial_tokens_per_s=12.0)
+        self._clock = clock or SystemClock()
         self._min_support = min_support
         self._min_coverage = min_coverage
         self._system_prompt = system_prompt
@@ -134,14 +140,21 @@ class Generator:
         passages: Sequence[Passage],
         max_new_tokens: int | None = None,
         history: Sequence[Turn] = (),
+        deadline_s: float | None = None,
     ) -> Answer:
+        """``deadline_s`` (epoch seconds): when the answer must be back; the token budget then
+        shrinks to what this replica's measured pace fits, and ``truncated`` says it was cut."""
         budget = min(max_new_tokens or self._max_new_tokens, self._max_new_tokens)
+        if deadline_s is not None:
+            budget = self._pace.affordable(deadline_s - self._clock.now_s(), budget)
         # Defused once, here: the prompt, the support check and any quoted answer all see the
         # passages without the instructions someone may have hidden in them.
         passages = [replace(p, text=remove_instructions(p.text)[0], title=remove_instructions(p.title)[0]) for p in passages]
         turns = recent_turns(history, self._history_tokens, self._engine.count_tokens)
         messages = build_messages(self._system_prompt, question, passages, self._max_passage_chars, turns)
+        started_s = self._clock.now_s()
         completion = self._engine.complete(messages, budget)
+        self._pace.observe(self._clock.now_s() - started_s, completion.tokens_out)
         text = tidy(strip_think(completion.text), question, completion.truncated)
         sources = tuple(dict.fromkeys(passage.title for passage in passages))
         grounding = "generated" if passages else "none"

@@ -12,6 +12,7 @@ from typing import Any
 from functions.common.records import Answer, Passage, Turn
 from functions.common.settings import Settings, load_settings
 from functions.generate.core import Generator
+from functions.generate.pace import DecodePace
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class GenerateServer:
             max_passage_chars=settings.max_passage_chars,
             min_support=settings.min_support,
             history_tokens=settings.memory_token_budget,
+            pace=DecodePace(settings.generate_tokens_per_s),
         )
 
         self._answers = 0
@@ -74,10 +76,15 @@ class GenerateServer:
         return True
 
     async def answer(
-        self, question: str, passages: list[Passage], max_new_tokens: int | None = None, history: tuple[Turn, ...] = ()
+        self,
+        question: str,
+        passages: list[Passage],
+        max_new_tokens: int | None = None,
+        history: tuple[Turn, ...] = (),
+        deadline_s: float | None = None,
     ) -> Answer:
         self._answers += 1
-        call = functools.partial(self._core.answer, question, passages, max_new_tokens, history)
+        call = functools.partial(self._core.answer, question, passages, max_new_tokens, history, deadline_s)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def stats(self) -> dict[str, int]:

@@ -125,7 +125,7 @@ def test_a_slow_answer_is_promised_on_the_last_delivery_then_held_whole(held, st
     ledger = ClaimLedger(store, clock, ttl_s=3600, job_lease_s=60)
     release = asyncio.Event()
 
-    async def answer(message, budget):
+    async def answer(message, budget, deadline_s=None):
         if message.content == "慢问题":
             await release.wait()
             return Reply("<xml>slow</xml>", parts=("慢答案第一段。", "慢答案第二段。"))
@@ -159,7 +159,7 @@ def test_a_slow_answer_is_promised_on_the_last_delivery_then_held_whole(held, st
 def test_a_long_answer_served_passively_holds_only_the_later_parts(held, store, clock):
     ledger = ClaimLedger(store, clock, ttl_s=3600, job_lease_s=60)
 
-    async def answer(message, budget):
+    async def answer(message, budget, deadline_s=None):
         return Reply("<xml>first</xml>", parts=("第一段。", "第二段。"))
 
     async def promise(message):

@@ -51,7 +51,7 @@ def test_an_answer_no_delivery_carried_is_pushed_after_the_last_window(parts):
     async def scenario():
         release = asyncio.Event()
 
-        async def answer(message, budget):
+        async def answer(message, budget, deadline_s=None):
             await release.wait()
             return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
 
@@ -71,7 +71,7 @@ def test_an_answer_no_delivery_carried_is_pushed_after_the_last_window(parts):
 def test_an_answer_a_delivery_carried_is_not_pushed(parts):
     clock, store, ledger, outbox = parts
 
-    async def answer(message, budget):
+    async def answer(message, budget, deadline_s=None):
         return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
 
     async def scenario():
@@ -95,7 +95,7 @@ def test_a_reply_ready_after_wechat_hung_up_is_not_counted_as_served(parts):
         release = asyncio.Event()
         hung_up = asyncio.Event()
 
-        async def answer(message, budget):
+        async def answer(message, budget, deadline_s=None):
             await release.wait()
             return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
 
@@ -118,7 +118,7 @@ def test_a_reply_ready_after_wechat_hung_up_is_not_counted_as_served(parts):
 def test_the_window_counts_from_when_the_delivery_reached_us(parts):
     import time
 
-    async def answer(message, budget):
+    async def answer(message, budget, deadline_s=None):
         await asyncio.sleep(1.0)
         return Reply("<xml>late</xml>", parts=("答案。",))
 
@@ -155,7 +155,7 @@ def test_a_store_hiccup_while_handing_the_answer_on_is_retried(parts, monkeypatc
     monkeypatch.setattr(asyncio, "sleep", _fast_sleep(asyncio.sleep))
     flaky = FlakyOverflow(outbox, clock)
 
-    async def answer(message, budget):
+    async def answer(message, budget, deadline_s=None):
         return Reply("<xml>long</xml>", parts=("第一段。", "第二段。"))
 
     async def scenario():

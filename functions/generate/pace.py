@@ -1,0 +1,39 @@
+"""How fast this replica generates right now, and so how many tokens fit before a deadline.
+
+With continuous batching a request's speed depends on how many others share its forward
+passes: the same replica that gives one user 15 tokens/s gives each of 16 users 5. A fixed
+tokens-per-second setting is wrong in one direction or the other, so the replica measures
+it: every answer updates a moving average of wall seconds per generated token, prompt and
+queueing included (what a deadline actually has to cover).
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class DecodePace:
+    def __init__(self, initial_tokens_per_s: float, *, smoothing: float = 0.3, min_new_tokens: int = 16,
+                 margin_s: float = 0.3):
+        self._seconds_per_token = 1.0 / initial_tokens_per_s
+        self._smoothing = smoothing
+        self._min_new_tokens = min_new_tokens
+        self._margin_s = margin_s  # the clean-up, the checks and the hop back after generation
+        self._lock = threading.Lock()
+
+    @property
+    def seconds_per_token(self) -> float:
+        return self._seconds_per_token
+
+    def observe(self, elapsed_s: float, tokens_out: int) -> None:
+        if tokens_out < 1 or elapsed_s <= 0:
+            return
+        with self._lock:
+            sample = elapsed_s / tokens_out
+            self._seconds_per_token += self._smoothing * (sample - self._seconds_per_token)
+
+    def affordable(self, seconds_left: float, cap: int) -> int:
+        """Tokens that fit in ``seconds_left`` at the current pace, within [min, cap]: an
+        answer cut below the floor says too little to be worth sending early."""
+        fits = int((seconds_left - self._margin_s) / self._seconds_per_token)
+        return max(min(self._min_new_tokens, cap), min(cap, fits))
