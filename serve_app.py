@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import hashlib
 import inspect
 import json
 import os
@@ -85,6 +86,13 @@ class Ingress:
 
         def overflow(account: str) -> Overflow:
             return held if account in self._passive_only else pushed
+
+        self._overflow = overflow
+        from ray.serve.exceptions import BackPressureError  # here: the CLI need not load Ray
+
+        self._generate_full = BackPressureError
+        self._busy_text = {"push": settings.busy_push_text, "held": settings.busy_held_text}
+        self._deferred_ttl_s = settings.deferred_answer_ttl_s
 
         self._delivery = DeliveryCoordinator(
             ClaimLedger(store, clock, ttl_s=settings.ledger_ttl_s, job_lease_s=settings.job_lease_s),
@@ -256,17 +264,58 @@ class Ingress:
             details["passages"] = len(passages)
             if not passages:  # nothing to ground an answer in: say so, spend no GPU time
                 return await self._encrypt.text_reply.remote(message, self._no_answer_text)
-        answer = await self._generate.answer.remote(question, passages, max_new_tokens, history, deadline_s)
+        try:
+            answer = await self._generate.answer.remote(question, passages, max_new_tokens, history, deadline_s)
+        except self._generate_full:
+            details["deferred"] = True
+            return await self._defer(message, question, passages, history, caching and intent.route is Route.KNOWLEDGE)
         details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
                        truncated=answer.truncated)
+        return await self._answer_reply(message, question, answer, passages, caching and intent.route is Route.KNOWLEDGE)
+
+    async def _answer_reply(self, message: InboundMessage, question: str, answer, passages: list, cache: bool) -> Reply:
         if not answer.text:
             return await self._encrypt.text_reply.remote(message, self._no_answer_text)
         await self._remember(message, question, answer.text)
-        if intent.route is Route.KNOWLEDGE and caching and answer.grounding in ("generated", "extractive"):
+        if cache and answer.grounding in ("generated", "extractive"):
             self._in_background(self._retrieve.remember_answer.remote(
                 message.account, question, answer.text, answer.sources, passages
             ))
         return await self._encrypt.text_reply.remote(message, answer.text, answer.sources)
+
+    async def _defer(self, message: InboundMessage, question: str, passages: list, history, cache: bool) -> Reply:
+        """Generate's queue is full: tell the user the answer is coming, and generate it as
+        soon as there is room, in the background; it then goes out through the account's
+        overflow (pushed, or held for "继续") like any answer the passive window missed."""
+        job_id = "deferred-" + hashlib.sha256(repr(message.dedupe_key).encode("utf-8")).hexdigest()[:24]
+        held = message.account in self._passive_only
+        if held:  # a "继续" meanwhile waits for it instead of finding nothing
+            await asyncio.to_thread(self._continuations.expect, message, job_id)
+        audit_event("deferred", account=message.account, user=hashed_user(message.from_user), msg_id=message.msg_id)
+        self._in_background(self._answer_later(message, job_id, question, passages, history, cache))
+        return await self._encrypt.text_reply.remote(message, self._busy_text["held" if held else "push"])
+
+    async def _answer_later(self, message: InboundMessage, job_id: str, question: str, passages: list, history,
+                            cache: bool) -> None:
+        give_up_at = time.monotonic() + self._deferred_ttl_s
+        pause_s = 0.5
+        while True:
+            try:
+                answer = await self._generate.answer.remote(question, passages, None, tuple(history))
+                reply = await self._answer_reply(message, question, answer, passages, cache)
+                break
+            except self._generate_full:
+                if time.monotonic() + pause_s > give_up_at:
+                    log_event("deferred_expired", account=message.account, msg_id=message.msg_id)
+                    reply = await self._encrypt.text_reply.remote(message, self._failure_text)
+                    break
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, 8.0)
+            except Exception as exc:  # the user was promised an answer: an apology beats silence
+                _log_failure("deferred answer", exc)
+                reply = await self._encrypt.text_reply.remote(message, self._failure_text)
+                break
+        await self._overflow(message.account).hold(message, job_id, reply.parts, 0)
 
     def _in_background(self, call) -> None:
         """Work the user's reply need not wait for; failures are logged, never raised."""

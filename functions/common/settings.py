@@ -223,6 +223,11 @@ class Settings(BaseSettings):
     handoff_transfer: bool = False
     unsupported_text: str = "抱歉，目前只能处理文字消息，请用文字描述您的问题。"
     failure_text: str = "抱歉，系统暂时繁忙，请稍后再试。"
+    # Generate's queue is full (Serve's max_queued_requests): the user is told the answer is
+    # coming, and it is generated as soon as there is room, then pushed (or held for "继续").
+    busy_push_text: str = "现在咨询的人比较多，您的问题已记下，答案准备好后会马上发给您。"
+    busy_held_text: str = "现在咨询的人比较多，答案准备好后请回复“继续”获取。"
+    deferred_answer_ttl_s: float = 900.0  # how long a deferred question keeps waiting for room
     no_answer_text: str = "抱歉，知识库里没有找到相关内容。您可以换个说法，或发送“人工”联系客服。"
     thanks_text: str = "不客气，还有什么可以帮您？"
     goodbye_text: str = "再见，祝您生活愉快！"

@@ -193,3 +193,49 @@ def test_a_delivery_cancelled_before_its_claim_still_claims_and_answers(home):
     message = InboundMessage("default", "gh", "o-user", 0, "text", msg_id="7")
     assert ledger.lookup(message.dedupe_key).state == "done"  # claimed and answered all the same
     assert len(generate._core._engine.calls) == 1
+
+
+class FullThenFree:
+    """A generate deployment whose Serve queue is full for the first ``refusals`` calls."""
+
+    def __init__(self, home, refusals: int):
+        self.inner = GenerateServer(engine_cls=EchoEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"},
+                                    settings_overrides={"home": str(home)})
+        self.refusals = refusals
+
+    def ready(self):
+        return True
+
+    async def answer(self, *args):
+        from ray.serve.exceptions import BackPressureError
+
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise BackPressureError(num_queued_requests=4, max_queued_requests=4)
+        return await self.inner.answer(*args)
+
+
+def test_a_full_generate_queue_gets_a_friendly_notice_and_the_answer_is_pushed_later(home):
+    generate = FullThenFree(home, refusals=3)  # the first call, then two retries, find it full
+    response, reply = post(make_client(home, generate=generate), home, text("退货政策是什么"))
+    assert response.status_code == 200 and reply_text(reply) == Settings().busy_push_text
+    store = SQLiteStateStore(home.resolve() / "state.db")
+    deadline = time.monotonic() + 10
+    while not (items := store.lease(PENDING_QUEUE, now_s=time.time() + 1, lease_s=30, limit=10)):
+        assert time.monotonic() < deadline, "the deferred answer never reached the outbox"
+        time.sleep(0.1)
+    (item_id, payload), = items
+    pushed = OutboxItem.from_json(payload)
+    assert pushed.to_user == "o-user" and pushed.text.startswith("青禾家居支持7天无理由退货")
+    assert item_id.startswith("deferred-") and generate.refusals == 0
+
+
+def test_a_passive_only_account_is_told_to_come_back_for_a_deferred_answer(home):
+    overrides = {"wechat_strategy": "passive-only"}
+    client = make_client(home, generate=FullThenFree(home, refusals=1), overrides=overrides)
+    _, reply = post(client, home, text("退货政策是什么"))
+    assert reply_text(reply) == Settings().busy_held_text
+    # "继续" fetches it: the question is marked pending, so it waits for the deferred answer.
+    _, fetched = post(client, home, text_message_xml(to_user="gh", from_user="o-user", content="继续", msg_id="8",
+                                                     create_time=int(time.time())))
+    assert reply_text(fetched) == "（接上条：退货政策是什么）\n青禾家居支持7天无理由退货。\n\n参考：《退货政策》"
