@@ -40,8 +40,9 @@ def test_a_thirty_second_answer_is_pushed_exactly_once(sleepy_service):
 
 
 def test_a_burst_of_200_messages_from_50_users_is_answered_exactly_once(sleepy_service):
-    """Two ingress replicas, a generator at 0.5 s an answer and four at a time: the queue
-    outgrows the passive window, so later answers are pushed. None lost, none doubled."""
+    """Two ingress replicas and a generator at 0.5 s an answer, as many at a time as
+    deploy/local.yaml lets generate take; an answer that misses the passive window is
+    pushed. None lost, none doubled."""
     report = asyncio.run(run_burst(sleepy_service.emulator, messages=200, users=50, seconds=10,
                                    text="你们的退货政策是什么？#0.5"))
     print("burst:", report)
