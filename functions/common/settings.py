@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     # quote of the best passage (functions/generate/grounding.py); 0 turns the guard off.
     min_support: float = 0.5
     torch_threads: int | None = None
+    # split: every step its own Serve deployment; fused: decrypt, intent and encrypt run inside
+    # the ingress process (no hops for the cheap steps; retrieve and generate stay separate).
+    pipeline_mode: Literal["split", "fused"] = "split"
     # continuous: transformers' continuous batching (requests share forward passes);
     # single: one model.generate per request, one at a time.
     generate_engine: Literal["continuous", "single"] = "continuous"

@@ -239,3 +239,18 @@ def test_a_passive_only_account_is_told_to_come_back_for_a_deferred_answer(home)
     _, fetched = post(client, home, text_message_xml(to_user="gh", from_user="o-user", content="继续", msg_id="8",
                                                      create_time=int(time.time())))
     assert reply_text(fetched) == "（接上条：退货政策是什么）\n青禾家居支持7天无理由退货。\n\n参考：《退货政策》"
+
+
+def test_the_fused_ingress_runs_decrypt_intent_and_encrypt_itself(home):
+    """pipeline_mode=fused: compose_app passes no handles for the cheap steps, and the
+    ingress builds them in its own process; the answer is the same."""
+    overrides = {"home": str(home)}
+    generate = GenerateServer(engine_cls=EchoEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"},
+                              settings_overrides=overrides)
+    ingress = Ingress(None, None, InProcessHandle(RetrieveFromList([POLICY])), InProcessHandle(generate), None,
+                      InProcessHandle(ReadyOnly()), overrides)
+    import asyncio
+
+    asyncio.run(ingress.warm_up())
+    _, reply = post(serving(http_app(ingress)), home, text("退货政策是什么"))
+    assert reply_text(reply) == "青禾家居支持7天无理由退货。\n\n参考：《退货政策》"
