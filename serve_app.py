@@ -257,8 +257,9 @@ class Ingress:
         question = intent.query or ""
         history = await self._recall(message)
         details["turns"] = len(history)
-        # A follow-up's answer depends on the conversation: not served from, or put in, the cache.
-        caching = message.account in self._cache_accounts and not history
+        # Knowledge answers only; a follow-up's answer depends on the conversation: not served
+        # from, or put in, the cache.
+        caching = intent.route is Route.KNOWLEDGE and message.account in self._cache_accounts and not history
         passages: list = []
         if intent.route is Route.KNOWLEDGE:
             found = await self._retrieve.find.remote(
@@ -277,10 +278,10 @@ class Ingress:
             answer = await self._generate.answer.remote(question, passages, max_new_tokens, history, deadline_s)
         except self._generate_full:
             details["deferred"] = True
-            return await self._defer(message, question, passages, history, caching and intent.route is Route.KNOWLEDGE)
+            return await self._defer(message, question, passages, history, caching)
         details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
                        truncated=answer.truncated)
-        return await self._answer_reply(message, question, answer, passages, caching and intent.route is Route.KNOWLEDGE)
+        return await self._answer_reply(message, question, answer, passages, caching)
 
     async def _answer_reply(self, message: InboundMessage, question: str, answer, passages: list, cache: bool) -> Reply:
         if not answer.text:
@@ -638,12 +639,13 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 
 def _ensure_model(settings) -> None:
-    if settings.model or (settings.model_dir() / "model.safetensors").is_file():
+    if settings.model:
         return  # a store version is restored by the replicas themselves
-    from functions.generate.gguf_import import bundled_gguf, import_gguf
+    from functions.generate.gguf_import import ensure_demo_model
 
-    print(f"Converting the bundled demo model into {settings.model_dir()} (once, ~30 s)…")
-    import_gguf(bundled_gguf(), settings.model_dir())
+    if not (settings.model_dir() / "model.safetensors").is_file():
+        print(f"Converting the bundled demo model into {settings.model_dir()} (once, ~30 s)…")
+    ensure_demo_model(settings.model_dir())
 
 
 def _cmd_chat(opts: argparse.Namespace) -> int:

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from functions.common.records import Passage
 from functions.generate.core import Completion, Message
 from functions.generate.paced_engine import PacedEngine
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def demo_model_dir() -> Path:
+    """The demo model in the checkout's cache (`make setup` converts it; tests do if missing)."""
+    from functions.common.settings import Settings
+    from functions.generate.gguf_import import ensure_demo_model
+
+    model_dir = Settings(model_cache=REPO / ".wxassist" / "models").model_dir()
+    ensure_demo_model(model_dir)
+    return model_dir
 
 
 class EchoEngine:

@@ -134,6 +134,10 @@ class Generator:
         self._max_passage_chars = max_passage_chars
         self._history_tokens = history_tokens
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
     def answer(
         self,
         question: str,

@@ -87,6 +87,19 @@ class GenerateServer:
         call = functools.partial(self._core.answer, question, passages, max_new_tokens, history, deadline_s)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
+    def describe(self) -> dict[str, str]:
+        """Which model, on what device and in which dtype this replica generates with."""
+        engine = self._core.engine
+        return {"model": engine.model_name, "device": str(getattr(engine, "device", "cpu")),
+                "dtype": str(getattr(engine, "dtype", "")).removeprefix("torch.")}
+
+    def close(self) -> None:
+        """Stop the engine's background work (continuous batching's loop) and the pool."""
+        close = getattr(self._core.engine, "close", None)
+        if close is not None:
+            close()
+        self._pool.shutdown(wait=False)
+
     def stats(self) -> dict[str, int]:
         """Answers this replica generated: what the fast paths are measured against."""
         return {"answers": self._answers}

@@ -53,3 +53,12 @@ def import_gguf(gguf_path: Path, target_dir: Path, *, overwrite: bool = False) -
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target_dir
+
+
+def ensure_demo_model(model_dir: Path) -> bool:
+    """Convert the bundled GGUF into ``model_dir`` unless it holds a converted model already
+    (`make setup` does it once). Returns whether it converted."""
+    if (model_dir / "model.safetensors").is_file():
+        return False
+    import_gguf(bundled_gguf(), model_dir)
+    return True

@@ -62,12 +62,12 @@ def measure(concurrencies: list[int], *, max_new_tokens: int, naive_requests: in
             "naive_spread": [round(naive_before, 1), round(naive_after, 1)],
         }
 
-    report = asyncio.run(run())
-    engine = batched._core._engine
-    report.update(model=engine.model_name, device=engine.device, dtype=str(engine.dtype).removeprefix("torch."),
-                  max_new_tokens=max_new_tokens)
-    engine.close()
-    return report
+    try:
+        report = asyncio.run(run())
+    finally:
+        batched.close()
+        naive.close()
+    return {**report, **batched.describe(), "max_new_tokens": max_new_tokens}
 
 
 def cmd_bench_generate(opts: argparse.Namespace) -> int:

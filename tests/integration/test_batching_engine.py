@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from functions.common.errors import ModelError
-from functions.common.settings import Settings
 from functions.generate.batching_engine import ContinuousBatchingEngine
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def demo_model_dir() -> Path:
-    model_dir = Settings(model_cache=REPO / ".wxassist" / "models").model_dir()
-    if not (model_dir / "model.safetensors").is_file():  # make setup normally did this
-        from functions.generate.gguf_import import bundled_gguf, import_gguf
-
-        import_gguf(bundled_gguf(), model_dir)
-    return model_dir
+from tests.fakes import demo_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,10 @@ from functions.common.model_store import ModelStore, blob_key, open_model_store,
 from functions.common.model_store.s3 import S3ObjectStore, s3_client
 from functions.common.records import Passage
 from functions.common.settings import Settings
+from tests.fakes import REPO, demo_model_dir
 from tests.net import SlowLink
 from tests.unit.test_model_store import model_folder
 
-REPO = Path(__file__).resolve().parents[2]
 BACKENDS = ["s3", "minio"]
 
 
@@ -48,15 +48,6 @@ def new_bucket(s3_server, backend: str) -> str:
 
 def settings_for(s3_server, tmp_path: Path, **extra) -> Settings:
     return Settings(home=tmp_path / "home", s3_endpoint=s3_server.endpoint, s3_region="us-east-1", **extra)
-
-
-def demo_model_dir() -> Path:
-    settings = Settings(model_cache=REPO / ".wxassist" / "models")
-    if not (settings.model_dir() / "model.safetensors").is_file():  # make setup normally did this
-        from functions.generate.gguf_import import bundled_gguf, import_gguf
-
-        import_gguf(bundled_gguf(), settings.model_dir())
-    return settings.model_dir()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -219,7 +210,7 @@ def test_boto3_sends_no_default_checksums_to_s3_compatible_servers(s3_server, tm
     def uploads_with(client) -> list[dict[str, str]]:
         seen = []
         client.meta.events.register("before-send.s3", lambda request, **_: seen.append(dict(request.headers)))
-        store = ModelStore(S3ObjectStore(client, bucket, f"check-{len(seen)}-{uuid.uuid4().hex[:6]}", part_bytes=5 << 20))
+        store = ModelStore(S3ObjectStore(client, bucket, f"check-{uuid.uuid4().hex[:8]}", part_bytes=5 << 20))
         store.push(big_model_folder(tmp_path / uuid.uuid4().hex, megabytes=11), "demo")
         return seen
 

@@ -35,15 +35,14 @@ def service(tmp_path_factory) -> RunningService:
     from ray import serve
 
     from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
-    from functions.generate.gguf_import import bundled_gguf, import_gguf
+    from functions.generate.gguf_import import ensure_demo_model
     from knowledge.ingest import ingest
     from serve_app import APP_NAME, DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
 
     home = tmp_path_factory.mktemp("wxassist-home")
     ensure_dev_credentials(home)
     settings = Settings(home=home, model_cache=REPO / ".wxassist" / "models")
-    if not (settings.model_dir() / "model.safetensors").is_file():  # make setup normally did this
-        import_gguf(bundled_gguf(), settings.model_dir())
+    ensure_demo_model(settings.model_dir())  # make setup normally did this
     with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR])
 

@@ -140,10 +140,8 @@ class LocalObjectStore:
 
 
 def _copy(source: Path, target: Path, progress: Progress) -> None:
-    with source.open("rb") as reader, target.open("wb") as writer:
-        while chunk := reader.read(COPY_CHUNK_BYTES):
-            writer.write(chunk)
-            progress.advance(len(chunk))
+    with source.open("rb") as reader:
+        copy_stream(reader, target, progress)
 
 
 def copy_stream(stream, target: Path, progress: Progress) -> None:

@@ -96,6 +96,7 @@ def _check_cached(folder: Path, expected: Manifest | None, rehash: bool) -> Mani
         raise ModelStoreError(f"{manifest.name}@{manifest.version} in the cache ({folder}) has other content than "
                               "the store's: the store was rewritten; remove the cached folder to accept it")
     record = _read_verified_record(folder)
+    rehashed = False
     for stored in manifest.files:
         path = folder / stored.path
         try:
@@ -106,7 +107,9 @@ def _check_cached(folder: Path, expected: Manifest | None, rehash: bool) -> Mani
             continue
         if stat.st_size != stored.size or file_sha256(path) != stored.sha256:
             return None
-    _write_verified_record(folder, manifest)
+        rehashed = True
+    if rehashed:  # a warm start that only compared stats writes nothing
+        _write_verified_record(folder, manifest)
     return manifest
 
 
