@@ -108,9 +108,11 @@ class Ingress:
             from functions.encrypt.deployment import EncryptServer
             from functions.intent.deployment import IntentServer
 
-            decrypt = decrypt or InProcessHandle(DecryptServer(settings_overrides))
+            # Decrypting and encrypting one message take well under a millisecond: a thread
+            # hop costs more than the work. Intent may embed the question (kNN): a thread.
+            decrypt = decrypt or InProcessHandle(DecryptServer(settings_overrides), inline=True)
             intent = intent or InProcessHandle(IntentServer(settings_overrides))
-            encrypt = encrypt or InProcessHandle(EncryptServer(settings_overrides))
+            encrypt = encrypt or InProcessHandle(EncryptServer(settings_overrides), inline=True)
         self._decrypt = decrypt
         self._intent = intent
         self._retrieve = retrieve
@@ -411,23 +413,32 @@ def retrieval_query(question: str, history: tuple[Turn, ...], short_chars: int =
 
 class InProcessHandle:
     """A deployment class run in the calling process behind the handle interface:
-    ``handle.method.remote(...)`` awaits the method in a thread, as a replica would run it.
-    For benchmarks and tests that drive the real ingress without Ray."""
+    ``handle.method.remote(...)`` awaits the method in a thread, as a replica would run it,
+    or, with ``inline``, calls it on the event loop (for sub-millisecond CPU work, where the
+    hop to a thread and back costs more than the call). Fused mode, benchmarks and tests."""
 
-    def __init__(self, target: Any):
+    def __init__(self, target: Any, *, inline: bool = False):
         self._target = target
+        self._inline = inline
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._target, name)
+        inline = self._inline
 
         class _Call:
             @staticmethod
             def remote(*args: Any, **kwargs: Any):
                 if inspect.iscoroutinefunction(method):
                     return method(*args, **kwargs)
+                if inline:
+                    return _completed(method, *args, **kwargs)
                 return asyncio.to_thread(method, *args, **kwargs)
 
         return _Call()
+
+
+async def _completed(method, *args: Any, **kwargs: Any) -> Any:
+    return method(*args, **kwargs)
 
 
 def http_app(ingress: Ingress) -> FastAPI:
@@ -557,7 +568,7 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     os.environ["WXA_HOME"] = str(home)  # replicas inherit the driver's environment
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Serve's throughput-optimized mode and its haproxy proxy: `wxassist bench pipeline`
-    # measured 2.4x the messages/s of the defaults on 2 cores. Set either to 0 to opt out.
+    # measured 1.6x the messages/s of Serve's defaults on 2 cores. Set either to 0 to opt out.
     for flag in THROUGHPUT_FLAGS:
         os.environ.setdefault(flag, "1")
     dev_credentials = None

@@ -5,8 +5,10 @@ its own user so nothing is deduplicated or rate-limited) go through:
 
 * ``split``: the Serve app as deployed, every step its own deployment;
 * ``fused``: the Serve app with decrypt, intent and encrypt inside the ingress process;
-* ``inprocess``: the ingress and every step's class called directly in this process, no
+* ``inprocess``: the ingress calling every step's class directly in one server process, no
   Ray at all — the floor the other two are measured against.
+
+Every mode is served over HTTP on 127.0.0.1 and driven by the same aiohttp client.
 
 The question is small talk ("讲个笑话"), which takes the whole path except retrieval —
 decrypt, the claim ledger, intent, memory, generate, encrypt — and generate's engine answers
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -44,7 +47,7 @@ def _callbacks(account, count: int) -> list[tuple[dict[str, str], bytes]]:
     return prepared
 
 
-async def _drive(client, callbacks, concurrency: int) -> dict[str, Any]:
+async def _drive(session, callbacks, concurrency: int) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
     latencies_ms: list[float] = []
     errors = 0
@@ -54,9 +57,10 @@ async def _drive(client, callbacks, concurrency: int) -> dict[str, Any]:
         async with gate:
             began = time.perf_counter()
             try:
-                response = await client.post("/wechat/default", params=query, content=body)
-                if response.status_code != 200 or b"<xml>" not in response.content:
-                    errors += 1
+                async with session.post("/wechat/default", params=query, data=body) as response:
+                    content = await response.read()
+                    if response.status != 200 or b"<xml>" not in content:
+                        errors += 1
             except Exception:  # noqa: BLE001 - any failure is an error in the count
                 errors += 1
             latencies_ms.append((time.perf_counter() - began) * 1000)
@@ -70,25 +74,29 @@ async def _drive(client, callbacks, concurrency: int) -> dict[str, Any]:
             "errors": errors}
 
 
-async def _bench(base_url: str | None, app, callbacks, warmup, concurrency: int) -> dict[str, Any]:
-    import httpx
+async def _bench(base_url: str, callbacks, warmup, concurrency: int) -> dict[str, Any]:
+    # aiohttp, not httpx: at 50 connections httpx spent ~4 ms of CPU per request here
+    # (aiohttp ~0.2 ms), and on 2 cores the client's CPU is taken from the server measured.
+    import aiohttp
 
-    transport = httpx.ASGITransport(app=app) if app is not None else None
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url or "http://bench", transport=transport, limits=limits,
-                                 timeout=30) as client:
-        await _drive(client, warmup, concurrency)  # routers, pools and caches set up first
-        return await _drive(client, callbacks, concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base_url, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await _drive(session, warmup, concurrency)  # routers, pools and caches set up first
+        return await _drive(session, callbacks, concurrency)
 
 
-def measure(*, messages: int, concurrency: int, modes: tuple[str, ...], ingress_replicas: int = 1) -> dict[str, Any]:
+def measure(*, messages: int, concurrency: int, modes: tuple[str, ...],
+            ingress_replicas: int | None = None) -> dict[str, Any]:
+    """``ingress_replicas`` None: as many as ``deploy/local.yaml`` runs. Serve's throughput
+    flags are set as ``wxassist up`` sets them, so the default run measures the default."""
     import ray
     from ray import serve
 
     from functions.common.platform_api import free_port
     from functions.common.settings import ensure_dev_credentials, load_settings
     from functions.generate.paced_engine import PacedEngine
-    from serve_app import APP_NAME, DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
+    from serve_app import APP_NAME, DEFAULT_SERVE_CONFIG, THROUGHPUT_FLAGS, compose_app, read_serve_config
 
     home = Path(tempfile.mkdtemp(prefix="wxassist-pipeline-"))
     overrides = {"home": str(home), "user_burst": 0, "account_burst": 0, "intent_knn": False,
@@ -103,7 +111,11 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...], ingress_
         if serve_modes:
             _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
             options = {name: {**o, "ray_actor_options": {"num_cpus": 0}} for name, o in options.items()}
-            options["ingress"]["num_replicas"] = ingress_replicas
+            if ingress_replicas is not None:
+                options["ingress"]["num_replicas"] = ingress_replicas
+            ingress_replicas = options["ingress"].get("num_replicas", 1)
+            for flag in THROUGHPUT_FLAGS:  # read by Ray's processes when they start
+                os.environ.setdefault(flag, "1")
             port = free_port()
             ray.init(include_dashboard=False, logging_level="ERROR", num_cpus=2, log_to_driver=False)
             serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
@@ -114,12 +126,11 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...], ingress_
                 shutil.copy(home / "dev-credentials.json", home / mode / "dev-credentials.json")
                 serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": "WARNING"})
                 callbacks = _callbacks(account, messages + concurrency)
-                results[mode] = asyncio.run(_bench(f"http://127.0.0.1:{port}", None, callbacks[concurrency:],
+                results[mode] = asyncio.run(_bench(f"http://127.0.0.1:{port}", callbacks[concurrency:],
                                                    callbacks[:concurrency], concurrency))
                 serve.delete(APP_NAME)
             serve.shutdown()
             ray.shutdown()
-        # Last: Milvus Lite's gRPC threads in this process would make Ray's forks complain.
         if "inprocess" in modes:
             results["inprocess"] = _inprocess(overrides, engine, account, messages, concurrency)
     finally:
@@ -127,10 +138,41 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...], ingress_
             serve.shutdown()
             ray.shutdown()
         shutil.rmtree(home, ignore_errors=True)
-    return {"modes": results, "messages": messages, "concurrency": concurrency, "ingress_replicas": ingress_replicas}
+    flags = {flag: os.environ.get(flag, "0") for flag in THROUGHPUT_FLAGS}
+    return {"modes": results, "messages": messages, "concurrency": concurrency, "ingress_replicas": ingress_replicas,
+            "serve_flags": flags}
 
 
 def _inprocess(overrides, engine, account, messages: int, concurrency: int) -> dict[str, Any]:
+    """The ingress and every step in one server process of its own (as the Serve modes'
+    replicas are processes of their own), behind the same HTTP server, hit by the same client."""
+    import multiprocessing
+
+    from functions.common.platform_api import free_port
+
+    home = Path(overrides["home"]) / "inprocess"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(overrides["home"]) / "dev-credentials.json", home / "dev-credentials.json")
+    port = free_port()
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    server = context.Process(target=_serve_inprocess, args=({**overrides, "home": str(home)}, engine, port, ready),
+                             daemon=True)
+    server.start()
+    try:
+        if not ready.wait(timeout=300):
+            raise RuntimeError("the in-process server did not start")
+        callbacks = _callbacks(account, messages + concurrency)
+        return asyncio.run(_bench(f"http://127.0.0.1:{port}", callbacks[concurrency:], callbacks[:concurrency],
+                                  concurrency))
+    finally:
+        server.terminate()
+        server.join(timeout=30)
+
+
+def _serve_inprocess(settings_overrides, engine, port: int, ready) -> None:
+    import uvicorn
+
     from functions.decrypt.deployment import DecryptServer
     from functions.encrypt.deployment import EncryptServer
     from functions.generate.deployment import GenerateServer
@@ -142,22 +184,25 @@ def _inprocess(overrides, engine, account, messages: int, concurrency: int) -> d
         def ready(self) -> bool:
             return True
 
-    home = Path(overrides["home"]) / "inprocess"
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(overrides["home"]) / "dev-credentials.json", home / "dev-credentials.json")
-    local = {**overrides, "home": str(home)}
-    callbacks = _callbacks(account, messages + concurrency)
-
-    async def run() -> dict[str, Any]:
+    async def serve() -> None:
         ingress = Ingress(
-            InProcessHandle(DecryptServer(local)), InProcessHandle(IntentServer(local)),
-            InProcessHandle(RetrieveServer(local)), InProcessHandle(GenerateServer(**engine, settings_overrides=local)),
-            InProcessHandle(EncryptServer(local)), InProcessHandle(NoPush()), local,
+            InProcessHandle(DecryptServer(settings_overrides), inline=True),
+            InProcessHandle(IntentServer(settings_overrides)),
+            InProcessHandle(RetrieveServer(settings_overrides)),
+            InProcessHandle(GenerateServer(**engine, settings_overrides=settings_overrides)),
+            InProcessHandle(EncryptServer(settings_overrides), inline=True),
+            InProcessHandle(NoPush()),
+            settings_overrides,
         )
         await ingress.warm_up()
-        return await _bench(None, http_app(ingress), callbacks[concurrency:], callbacks[:concurrency], concurrency)
+        server = uvicorn.Server(uvicorn.Config(http_app(ingress), host="127.0.0.1", port=port, log_level="warning"))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.02)
+        ready.set()
+        await serving
 
-    return asyncio.run(run())
+    asyncio.run(serve())
 
 
 def cmd_bench_pipeline(opts: argparse.Namespace) -> int:
@@ -172,6 +217,8 @@ def cmd_bench_pipeline(opts: argparse.Namespace) -> int:
     if opts.json:
         print(json.dumps(report))
         return 0
+    flags = " ".join(f"{flag}={value}" for flag, value in report["serve_flags"].items())
+    print(f"  Serve modes: {report['ingress_replicas']} ingress replica(s), {flags}")
     floor = report["modes"].get("inprocess", {}).get("msgs_per_s")
     for mode, row in report["modes"].items():
         ratio = f"  {row['msgs_per_s'] / floor:.2f}x in-process" if floor else ""
@@ -184,7 +231,8 @@ def register_pipeline_bench(bench) -> None:
     pipeline = bench.add_parser("pipeline", help="messages/s and p50/p99 through the app: split vs fused vs in-process")
     pipeline.add_argument("--messages", type=int, default=600)
     pipeline.add_argument("--concurrency", type=int, default=50)
-    pipeline.add_argument("--ingress-replicas", type=int, default=1)
+    pipeline.add_argument("--ingress-replicas", type=int, default=None,
+                          help="ingress replicas in the Serve modes (default: as deploy/local.yaml)")
     pipeline.add_argument("--modes", default=",".join(MODES), help="comma-separated: split, fused, inprocess")
     pipeline.add_argument("--json", action="store_true", help='{"modes": {"split" | "fused" | "inprocess": {…}}}')
     pipeline.set_defaults(handler=cmd_bench_pipeline)

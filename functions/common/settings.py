@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     pipeline_mode: Literal["split", "fused"] = "split"
     # continuous: transformers' continuous batching (requests share forward passes);
     # single: one model.generate per request, one at a time.
-    generate_engine: Literal["continuous", "single"] = "continuous"
+    generate_engine: Literal["continuous", "single", "vllm"] = "continuous"  # vllm: GPU machines with vllm installed
     generate_batch: int = Field(default=32, ge=1)  # requests one replica generates at once
     engine_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 on CUDA and bf16-capable CPUs
     system_prompt: str = DEFAULT_SYSTEM_PROMPT

@@ -43,6 +43,12 @@ def load_model(model_dir: str | Path, *, device: str | None, torch_threads: int 
     return tokenizer, model.to(device).eval(), device, torch_dtype
 
 
+def prompt_ids(tokenizer, messages: Sequence[Message]) -> list[int]:
+    """The chat as the model's prompt tokens, ending where the assistant's answer starts."""
+    return list(tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                              return_dict=True)["input_ids"])
+
+
 def pick_dtype(torch, device: str, requested: str = "auto"):
     if requested != "auto":
         return getattr(torch, requested)
@@ -94,8 +100,7 @@ class ContinuousBatchingEngine:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
     def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
-        prompt = self._tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
-                                                     return_dict=True)["input_ids"]
+        prompt = prompt_ids(self._tokenizer, messages)
         request_id = f"wxa-{next(self._ids)}"
         done, box = threading.Event(), []
         with self._lock:
@@ -103,7 +108,7 @@ class ContinuousBatchingEngine:
                 raise ModelError("the engine is shut down")
             self._waiting[request_id] = (done, box)
         try:
-            accepted = self._manager.add_request(list(prompt), request_id=request_id, max_new_tokens=max_new_tokens)
+            accepted = self._manager.add_request(prompt, request_id=request_id, max_new_tokens=max_new_tokens)
         except Exception as exc:  # noqa: BLE001 - its input queue is full, or the loop died
             self._forget(request_id)
             raise ModelError(f"the generator did not take the request ({type(exc).__name__})") from exc

@@ -33,7 +33,13 @@ def model_folder(settings: Settings) -> Path:
 
 def default_engine(settings: Settings) -> tuple[type, dict[str, Any]]:
     """``continuous`` (default): transformers' continuous batching; ``single``: one
-    ``model.generate`` per request, one at a time (the baseline the batching is measured against)."""
+    ``model.generate`` per request, one at a time (the baseline the batching is measured against);
+    ``vllm``: vLLM's engine, on a GPU machine that has it installed."""
+    if settings.generate_engine == "vllm":
+        from functions.generate.vllm_engine import VllmEngine
+
+        return VllmEngine, {"model_dir": model_folder(settings), "dtype": settings.engine_dtype,
+                            "max_requests": settings.generate_batch}
     common = {"model_dir": model_folder(settings), "torch_threads": settings.torch_threads, "dtype": settings.engine_dtype}
     if settings.generate_engine == "single":
         from functions.generate.transformers_engine import TransformersEngine

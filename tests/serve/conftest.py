@@ -99,8 +99,11 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
     with BackgroundServer(emulator_app(emulator), free_port()) as platform:
         # Deliveries are under test here: the classifier's MiniLM embedding per message would
         # only add CPU load to a 2-core machine already running a 200-message burst.
+        # Split, while the main application runs local.yaml's fused mode: both topologies
+        # carry real traffic in the Serve tests.
         args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2,
-                "wechat_faq_fast_path": False, "wechat_answer_cache": False, "intent_knn": False}
+                "wechat_faq_fast_path": False, "wechat_answer_cache": False, "intent_knn": False,
+                "pipeline_mode": "split"}
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
         serve.run(app, name="sleepy", route_prefix="/sleepy")
         yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)

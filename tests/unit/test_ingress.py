@@ -254,3 +254,21 @@ def test_the_fused_ingress_runs_decrypt_intent_and_encrypt_itself(home):
     asyncio.run(ingress.warm_up())
     _, reply = post(serving(http_app(ingress)), home, text("退货政策是什么"))
     assert reply_text(reply) == "青禾家居支持7天无理由退货。\n\n参考：《退货政策》"
+
+
+def test_an_inline_handle_calls_on_the_event_loop_and_a_plain_one_in_a_thread():
+    """Fused mode calls decrypt and encrypt inline: a thread hop costs more than they do.
+    Intent stays on a thread, since its kNN step embeds the question."""
+    import asyncio
+
+    class WhereAmI:
+        def where(self, tag: str) -> tuple[str, int]:
+            return tag, threading.get_ident()
+
+    async def both() -> tuple[int, tuple[str, int], tuple[str, int]]:
+        return (threading.get_ident(), await InProcessHandle(WhereAmI(), inline=True).where.remote("inline"),
+                await InProcessHandle(WhereAmI()).where.remote("thread"))
+
+    loop_thread, inline, threaded = asyncio.run(both())
+    assert inline == ("inline", loop_thread)
+    assert threaded[0] == "thread" and threaded[1] != loop_thread
