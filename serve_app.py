@@ -41,7 +41,18 @@ from functions.common.model_store.cli import positive_int, register_model_comman
 from functions.common.pipeline_bench import register_pipeline_bench
 from functions.generate.throughput import register_generate_bench
 from knowledge.cli import ensure_sample_knowledge, open_kb, register_kb_commands
+from observability import metrics
 from observability.logs import audit_event, configure_logging, hashed_user, log_event, logger
+from observability.message_telemetry import MessageTelemetry
+from observability.trace_cli import register_trace_command
+from observability.tracing import (
+    TRACE_KWARG,
+    TracedHandle,
+    configure_for,
+    current_traceparent,
+    detached_context,
+    finished_spans,
+)
 
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
@@ -67,9 +78,11 @@ class Ingress:
         clock: Clock | None = None,
     ):
         settings = load_settings(**(settings_overrides or {}))
-        configure_logging(settings.log_level)
+        configure_for("ingress", settings)  # log lines with trace ids, and the tracer
         clock = clock or SystemClock()
         store = open_state_store(settings.state_location(), clock)
+        self._telemetry = MessageTelemetry(store, trace_ttl_s=settings.ledger_ttl_s)
+        self._metrics_publisher = metrics.replica_publisher("ingress", settings)  # other ingress replicas serve it too
         self._continuations = ContinuationStore(
             store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=2 * settings.job_lease_s
         )
@@ -83,7 +96,8 @@ class Ingress:
         self._faq_accounts = {name for name, account in settings.account_map().items() if account.faq_fast_path}
         self._cache_accounts = {name for name, account in settings.account_map().items() if account.answer_cache}
         self._passive_only = {name for name, account in settings.account_map().items() if account.strategy == "passive-only"}
-        pushed, held = PushOverflow(Outbox(store, clock), clock), HeldOverflow(self._continuations, self._pending_reply)
+        pushed = PushOverflow(Outbox(store, clock), clock, trace_carrier=current_traceparent)
+        held = HeldOverflow(self._continuations, self._pending_reply)
 
         def overflow(account: str) -> Overflow:
             return held if account in self._passive_only else pushed
@@ -102,6 +116,7 @@ class Ingress:
             clock,
             self._answer_job,
             max_new_tokens=settings.max_new_tokens,
+            job_context=detached_context,  # a job outlives its delivery, but stays in the message's trace
         )
         if decrypt is None or intent is None or encrypt is None:  # fused: the cheap steps run here
             from functions.decrypt.deployment import DecryptServer
@@ -113,11 +128,12 @@ class Ingress:
             decrypt = decrypt or InProcessHandle(DecryptServer(settings_overrides), inline=True)
             intent = intent or InProcessHandle(IntentServer(settings_overrides))
             encrypt = encrypt or InProcessHandle(EncryptServer(settings_overrides), inline=True)
-        self._decrypt = decrypt
-        self._intent = intent
-        self._retrieve = retrieve
-        self._generate = generate
-        self._encrypt = encrypt
+        # Every call inside a message's trace carries it to the replica (observability/tracing.py).
+        self._decrypt = TracedHandle(decrypt)
+        self._intent = TracedHandle(intent)
+        self._retrieve = TracedHandle(retrieve)
+        self._generate = TracedHandle(generate)
+        self._encrypt = TracedHandle(encrypt)
         self._push = push  # never called per message: jobs reach it through the outbox
         self._max_body_bytes = settings.max_body_bytes
         self._failure_text = settings.failure_text
@@ -146,6 +162,16 @@ class Ingress:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
+    async def finished_spans(self) -> list[dict]:
+        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
+        return finished_spans()
+
+    async def metrics(self) -> Response:
+        """Prometheus text: this replica's metrics and every other process's latest snapshot."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(await asyncio.to_thread(self._telemetry.exposition), media_type=CONTENT_TYPE_LATEST)
+
     async def verify_url(self, account: str, request: Request) -> Response:
         try:
             result = await self._decrypt.verify_url.remote(account, dict(request.query_params))
@@ -166,7 +192,8 @@ class Ingress:
         # rest runs in a task of its own that a hang-up does not cancel.
         hung_up = asyncio.Event()
         intake = asyncio.create_task(
-            self._intake(account, dict(request.query_params), body, started_s, hung_up), context=contextvars.Context()
+            self._intake(account, dict(request.query_params), body, started_s, hung_up, dict(request.headers)),
+            context=contextvars.Context(),
         )
         self._keep(intake)
         try:
@@ -176,15 +203,32 @@ class Ingress:
             raise
 
     async def _intake(
+        self, account: str, query: dict[str, str], body: bytes, started_s: float, hung_up: asyncio.Event,
+        headers: dict[str, str],
+    ) -> Response:
+        with self._telemetry.delivery_span(account[:64], headers):  # one span per delivery; a caller's traceparent continues
+            return await self._traced_intake(account, query, body, started_s, hung_up)
+
+    async def _traced_intake(
         self, account: str, query: dict[str, str], body: bytes, started_s: float, hung_up: asyncio.Event
     ) -> Response:
         try:
             opened = await self._decrypt.open_callback.remote(account, query, body)
         except Exception as exc:  # a bug or a dead replica, not the sender's fault: WeChat retries
+            self._telemetry.rejected(type(exc).__name__)
             return _unavailable("open_callback", exc)
         if isinstance(opened, Rejection):
+            self._telemetry.rejected(opened.error)
             return _rejected(account, opened)
+        self._telemetry.opened(opened)
         outcome = await self._delivery.deliver(opened, started=started_s, hung_up=hung_up)
+        passive_reply = outcome.kind == "passive" and outcome.reply is not None
+        self._telemetry.delivered(outcome.kind, outcome.deliveries, passive_reply=passive_reply)
+        if self._telemetry.needs_link(outcome.deliveries, passive_reply):
+            try:
+                await asyncio.to_thread(self._telemetry.link_deliveries, opened, outcome.deliveries)
+            except Exception as exc:  # telemetry must never cost a message
+                _log_failure("trace link", exc)
         log_event(
             "delivered",
             account=account,
@@ -204,7 +248,9 @@ class Ingress:
     async def _answer_job(self, message: InboundMessage, max_new_tokens: int, deadline_s: float | None = None) -> Reply:
         """One message's job, run once however many deliveries it gets."""
         started_s = time.monotonic()
-        reply, details = await self._answer(message, max_new_tokens, deadline_s)
+        with self._telemetry.answer_span(message):
+            reply, details = await self._answer(message, max_new_tokens, deadline_s)
+            self._telemetry.answered(details, started_s, deadline_s)
         log_event(
             "answered",
             account=message.account,
@@ -338,7 +384,7 @@ class Ingress:
             except Exception as exc:
                 _log_failure("background call", exc)
 
-        self._keep(asyncio.create_task(run(), context=contextvars.Context()))
+        self._keep(asyncio.create_task(run(), context=detached_context()))  # in the message's trace, if any
 
     def _keep(self, task: asyncio.Task) -> None:
         """The event loop holds tasks weakly: keep a reference until each is done."""
@@ -428,6 +474,7 @@ class InProcessHandle:
         class _Call:
             @staticmethod
             def remote(*args: Any, **kwargs: Any):
+                kwargs.pop(TRACE_KWARG, None)  # in-process, the trace is in the context already
                 if inspect.iscoroutinefunction(method):
                     return method(*args, **kwargs)
                 if inline:
@@ -447,6 +494,10 @@ def http_app(ingress: Ingress) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return await ingress.healthz()
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return await ingress.metrics()
 
     @app.get("/wechat/{account}")
     async def verify_url(account: str, request: Request) -> Response:
@@ -557,7 +608,13 @@ def read_serve_config(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[
 # ---- the command line ------------------------------------------------------------------
 
 
-THROUGHPUT_FLAGS = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY")
+THROUGHPUT_FLAGS = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Direct ingress drains an ingress replica for 30 s before it stops, so a load balancer
+    # can deregister it; one machine has none, and Ctrl-C took a minute. Clusters set their own.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+}
 
 
 def _cmd_up(opts: argparse.Namespace) -> int:
@@ -569,8 +626,8 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Serve's throughput-optimized mode and its haproxy proxy: `wxassist bench pipeline`
     # measured 1.6x the messages/s of Serve's defaults on 2 cores. Set either to 0 to opt out.
-    for flag in THROUGHPUT_FLAGS:
-        os.environ.setdefault(flag, "1")
+    for flag, value in THROUGHPUT_FLAGS.items():
+        os.environ.setdefault(flag, value)
     dev_credentials = None
     if settings.wechat_token is None:
         dev_credentials, generated = ensure_dev_credentials(home)
@@ -590,8 +647,16 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    ray.init(include_dashboard=False, logging_level="WARNING")
-    serve.start(http_options={"host": host, "port": port})
+    # Ctrl-C signals the terminal's whole process group. Ray's own processes (GCS, raylet,
+    # workers) would die at once, and the shutdown below could then not reach them: Serve's
+    # haproxy was left running, holding the port. They start ignoring SIGINT (an ignored
+    # signal is inherited), so only this process hears Ctrl-C and stops them in order.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ray.init(include_dashboard=False, logging_level="WARNING")
+        serve.start(http_options={"host": host, "port": port})
+    finally:
+        signal.signal(signal.SIGINT, previous)
     app = compose_app({**app_args, "home": str(home)}, deployment_options)
     serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": opts.log_level})
     print(f"\nwxassist is up. Callback URL: {base_url}/wechat/default")
@@ -685,6 +750,7 @@ def _cmd_chat(opts: argparse.Namespace) -> int:
         print(prefix + message["text"])
     if not result["received"]:
         print("(no reply)")
+    print(f"(MsgId {result['msg_id']}: `wxassist trace {result['msg_id']}` shows where its time went)", file=sys.stderr)
     return 0
 
 
@@ -780,6 +846,7 @@ def _parser() -> argparse.ArgumentParser:
     register_kb_commands(commands)
 
     register_model_commands(commands)
+    register_trace_command(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     register_generate_bench(bench)
     register_pipeline_bench(bench)

@@ -41,8 +41,59 @@ def audit_event(event: str, **fields: object) -> None:
     )
 
 
+class TraceIds(logging.Filter):
+    """Stamps each record with the current span's trace and span ids ("-" outside a trace),
+    so a log line leads to its message's trace (``wxassist trace``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        record.trace_id = f"{context.trace_id:032x}" if context.is_valid else "-"
+        record.span_id = f"{context.span_id:016x}" if context.is_valid else "-"
+        return True
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                "message": record.getMessage(), "trace_id": getattr(record, "trace_id", "-"),
+                "span_id": getattr(record, "span_id", "-")}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (as logging's last-resort handler
+    does): a stream captured when the handler was made may be closed by the time a
+    library logs from an exit hook."""
+
+    @property
+    def stream(self):
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s span=%(span_id)s %(message)s"
+
+
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Every line carries trace and span ids; JSON lines when WXA_LOG_JSON=1."""
+    root = logging.getLogger()
+    if not any(isinstance(f, TraceIds) for handler in root.handlers for f in handler.filters):
+        handler = _CurrentStderr()
+        handler.addFilter(TraceIds())
+        root.addHandler(handler)
+    for handler in root.handlers:
+        if any(isinstance(f, TraceIds) for f in handler.filters):
+            handler.setFormatter(JsonLines() if os.environ.get("WXA_LOG_JSON") == "1" else logging.Formatter(TEXT_FORMAT))
+    root.setLevel(level)
 
 
 def quiet_libraries() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import pytest
 from functions.common.settings import AccountConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Tests that trace say so (WXA_TRACE_EXPORTER=memory or file in their settings); the rest
+# would write span files wherever the first replica built in this process pointed.
+os.environ.setdefault("WXA_TRACE_EXPORTER", "none")
 
 
 def load_vectors(name: str) -> dict:

@@ -89,13 +89,15 @@ class PushOverflow:
     """passive-then-push: through the outbox to the customer-service API. Item ids are the
     idempotency keys, so holding a part twice queues it once."""
 
-    def __init__(self, outbox: Outbox, clock: Clock):
+    def __init__(self, outbox: Outbox, clock: Clock, trace_carrier: Callable[[], str] = lambda: ""):
         self._outbox = outbox
         self._clock = clock
+        self._trace_carrier = trace_carrier  # the current trace, so the push joins the message's
 
     async def hold(self, message: InboundMessage, job_id: str, parts: tuple[str, ...], first_part: int) -> None:
         for index, text in enumerate(parts[first_part:], start=first_part):
-            item = OutboxItem(f"{job_id}:{index}", message.account, message.from_user, text, self._clock.now_s())
+            item = OutboxItem(f"{job_id}:{index}", message.account, message.from_user, text, self._clock.now_s(),
+                              trace=self._trace_carrier())
             await asyncio.to_thread(self._outbox.put, item)
 
     async def handed_off(self, message: InboundMessage, job_id: str) -> Reply | None:
@@ -147,6 +149,7 @@ class DeliveryCoordinator:
         *,
         max_new_tokens: int,
         poll_s: float = 0.1,
+        job_context: Callable[[], contextvars.Context] = contextvars.Context,
     ):
         self._ledger = ledger
         self._overflow = overflow  # by account name
@@ -155,6 +158,7 @@ class DeliveryCoordinator:
         self._answer = answer
         self._max_new_tokens = max_new_tokens
         self._poll_s = poll_s
+        self._job_context = job_context  # fresh, but may carry the trace (observability/tracing.py)
         self._jobs: set[asyncio.Task] = set()
 
     async def deliver(
@@ -181,7 +185,7 @@ class DeliveryCoordinator:
             # A fresh context: the job belongs to the message, not to this delivery. Ray Serve
             # cancels a request's downstream calls when its client disconnects, which WeChat
             # does after 5 s; in this request's context the job's calls would die with it.
-            job = asyncio.create_task(self._run_job(message, claim.entry), context=contextvars.Context())
+            job = asyncio.create_task(self._run_job(message, claim.entry), context=self._job_context())
             self._track(job)
             await asyncio.wait({job}, timeout=max(window_end - time.monotonic(), 0.0))
             entry = await self._lookup(message) or entry
@@ -243,7 +247,7 @@ class DeliveryCoordinator:
             logger.error("job %s: its answer could not be recorded (taken over, or the store is down)", entry.job_id)
             return
         if finished.state == "done":  # a separate task: deliveries wait on this job, not on that
-            self._track(asyncio.create_task(self._push_if_unserved(message, entry, reply), context=contextvars.Context()))
+            self._track(asyncio.create_task(self._push_if_unserved(message, entry, reply), context=self._job_context()))
         # Served passively: only the later parts of a long answer overflow. Handed off: all.
         first_part = 0 if finished.state == "pushed" else 1
         await self._with_retries(entry.job_id, "hold", self._overflow(message.account).hold, message, entry.job_id,

@@ -64,9 +64,10 @@ class WeChatEmulator:
             return {"error": f"no account named {message.account!r}"}
         sent_s = self._clock.now_s()
         self.api.user_wrote(account.appid, message.user)
+        msg_id = str(next(self._msg_ids))
         xml = text_message_xml(
             to_user=f"gh_{account.appid}", from_user=message.user, content=message.text,
-            msg_id=str(next(self._msg_ids)), create_time=int(sent_s),
+            msg_id=msg_id, create_time=int(sent_s),
         )
         simulator = PlatformSimulator(account, self._clock)
         url = f"{self._callback_base}/wechat/{account.name}"
@@ -79,6 +80,7 @@ class WeChatEmulator:
                 await asyncio.sleep(PUSH_POLL_S)
         received = self.api.received_since(message.user, sent_s)
         return {
+            "msg_id": msg_id,  # what `wxassist trace` takes
             "outcome": result.outcome,
             "deliveries": result.attempts,
             "statuses": list(result.statuses),

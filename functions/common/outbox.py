@@ -30,6 +30,7 @@ class OutboxItem:
     created_s: float
     attempts: int = 0
     last_error: str = ""
+    trace: str = ""  # W3C traceparent of the message's trace: push attempts join it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))

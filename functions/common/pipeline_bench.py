@@ -114,8 +114,8 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...],
             if ingress_replicas is not None:
                 options["ingress"]["num_replicas"] = ingress_replicas
             ingress_replicas = options["ingress"].get("num_replicas", 1)
-            for flag in THROUGHPUT_FLAGS:  # read by Ray's processes when they start
-                os.environ.setdefault(flag, "1")
+            for flag, value in THROUGHPUT_FLAGS.items():  # read by Ray's processes when they start
+                os.environ.setdefault(flag, value)
             port = free_port()
             ray.init(include_dashboard=False, logging_level="ERROR", num_cpus=2, log_to_driver=False)
             serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
@@ -138,7 +138,7 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...],
             serve.shutdown()
             ray.shutdown()
         shutil.rmtree(home, ignore_errors=True)
-    flags = {flag: os.environ.get(flag, "0") for flag in THROUGHPUT_FLAGS}
+    flags = {flag: os.environ.get(flag, "0") for flag in THROUGHPUT_FLAGS if "DRAINING" not in flag}
     return {"modes": results, "messages": messages, "concurrency": concurrency, "ingress_replicas": ingress_replicas,
             "serve_flags": flags}
 

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     accounts: list[AccountConfig] = []
 
     log_level: str = "INFO"  # wxassist's own content-free event lines (observability/logs.py)
+    # Traces (observability/tracing.py). auto: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set,
+    # else JSONL files in trace_dir (default $WXA_HOME/traces), which `wxassist trace` reads.
+    trace_exporter: Literal["auto", "file", "otlp", "console", "memory", "none"] = "auto"
+    trace_dir: Path | None = None
 
     # Callback hardening.
     max_body_bytes: int = 64 * 1024
@@ -285,6 +289,9 @@ class Settings(BaseSettings):
 
     def state_location(self) -> str:
         return self.state_uri or f"sqlite://{self.home_dir() / 'state.db'}"
+
+    def trace_dir_path(self) -> Path:
+        return (self.trace_dir or self.home_dir() / "traces").expanduser().resolve()
 
     def kb_location(self) -> str:
         return self.kb_uri or str(self.home_dir() / "kb.db")

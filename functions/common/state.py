@@ -40,6 +40,11 @@ class StateStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def scan(self, prefix: str) -> dict[str, str]:
+        """Every live key starting with ``prefix``, with its value (small key families only:
+        the replicas' metric snapshots)."""
+        ...
+
     def take_token(self, key: str, capacity: float, refill_per_s: float, now_s: float) -> float:
         """Atomically take one token from the bucket at ``key`` (full when new): 0.0 if one was
         taken, otherwise the seconds until one will be there."""
@@ -166,6 +171,14 @@ class SQLiteStateStore:
     def delete(self, key: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM state WHERE key = ?", (key,))
+
+    def scan(self, prefix: str) -> dict[str, str]:
+        with self._lock:  # a range on the primary key: prefix <= key < prefix + U+10FFFF
+            rows = self._db.execute(
+                "SELECT key, value FROM state WHERE key >= ? AND key < ? AND expires_at > ?",
+                (prefix, prefix + "\U0010ffff", self._clock.now_s()),
+            ).fetchall()
+        return dict(rows)
 
     def take_token(self, key: str, capacity: float, refill_per_s: float, now_s: float) -> float:
         with self._lock, self._immediate():
@@ -319,6 +332,11 @@ class RedisStateStore:
     def delete(self, key: str) -> None:
         self._redis.delete(key)
 
+    def scan(self, prefix: str) -> dict[str, str]:
+        keys = list(self._redis.scan_iter(match=_glob_escape(prefix) + "*", count=500))
+        values = self._redis.mget(keys) if keys else []
+        return {k: v for k, v in zip(keys, values) if v is not None}  # expired between the two calls
+
     def take_token(self, key: str, capacity: float, refill_per_s: float, now_s: float) -> float:
         ttl_ms = _ms(_bucket_ttl_s(capacity, refill_per_s))
         return float(self._take_token(keys=[key], args=[repr(capacity), repr(refill_per_s), repr(now_s), ttl_ms]))
@@ -358,3 +376,8 @@ def _queue_keys(queue: str) -> list[str]:
 
 def _ms(ttl_s: float) -> int:
     return max(1, int(ttl_s * 1000))
+
+
+def _glob_escape(text: str) -> str:
+    """A literal prefix in a Redis MATCH pattern."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)

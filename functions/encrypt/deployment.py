@@ -10,6 +10,7 @@ from functions.common.sensitive import SensitiveWordFilter, word_lists_from
 from functions.common.settings import load_settings
 from functions.encrypt.core import ReplySealer, render_answer_text
 from observability.logs import audit_event, hashed_user
+from observability.tracing import configure_for, finished_spans, traced
 
 
 class EncryptServer:
@@ -20,6 +21,7 @@ class EncryptServer:
         random: RandomSource | None = None,
     ):
         settings = load_settings(**(settings_overrides or {}))
+        configure_for("encrypt", settings)
         self._core = ReplySealer(
             settings.account_map(), clock or SystemClock(), random or SecureRandom(), continue_hint=settings.continue_hint_text
         )
@@ -33,10 +35,16 @@ class EncryptServer:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
 
+    def finished_spans(self) -> list[dict]:
+        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
+        return finished_spans()
+
+    @traced("encrypt")
     def text_reply(self, message: InboundMessage, text: str, sources: tuple[str, ...] = ()) -> Reply:
         text, refused = self._filtered(message, text)
         return self._core.text_reply(message, render_answer_text(text, () if refused else sources))
 
+    @traced("encrypt")
     def part_reply(self, message: InboundMessage, text: str) -> Reply:
         """A held part with its label: the label is the user's own words, not filtered yet."""
         return self._core.part_reply(message, self._filtered(message, text)[0])
@@ -51,5 +59,6 @@ class EncryptServer:
             return self._refused_text, True
         return decision.text, False
 
+    @traced("encrypt")
     def handoff_reply(self, message: InboundMessage, fallback_text: str) -> Reply:
         return self._core.handoff_reply(message, fallback_text)

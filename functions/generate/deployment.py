@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from functions.common.records import Answer, Passage, Turn
 from functions.common.settings import Settings, load_settings
 from functions.generate.core import Generator
 from functions.generate.pace import DecodePace
+from observability import metrics
+from observability.tracing import configure_for, finished_spans, set_attributes, traced
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class GenerateServer:
         settings_overrides: dict[str, Any] | None = None,
     ):
         settings = load_settings(**(settings_overrides or {}))
+        configure_for("generate", settings)
         if engine_cls is None:
             engine_cls, defaults = default_engine(settings)
             engine_kwargs = {**defaults, **(engine_kwargs or {})}
@@ -76,11 +81,20 @@ class GenerateServer:
         )
 
         self._answers = 0
+        self._counts_lock = threading.Lock()
+        self._waiting = 0  # in the pool's queue, not yet at the engine
+        self._running = 0  # at the engine: what it batches
+        self._publisher = metrics.replica_publisher("generate", settings)
 
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
 
+    def finished_spans(self) -> list[dict]:
+        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
+        return finished_spans()
+
+    @traced("generate")
     async def answer(
         self,
         question: str,
@@ -90,8 +104,38 @@ class GenerateServer:
         deadline_s: float | None = None,
     ) -> Answer:
         self._answers += 1
-        call = functools.partial(self._core.answer, question, passages, max_new_tokens, history, deadline_s)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        arrived_s = time.monotonic()
+        self._count(waiting=1)
+        call = functools.partial(self._generate, arrived_s, question, passages, max_new_tokens, history, deadline_s)
+        try:
+            answer, queue_wait_s = await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except Exception as exc:
+            set_attributes(**{"error.type": type(exc).__name__})
+            raise
+        metrics.GENERATE_TOKENS.labels("in").inc(answer.tokens_in)
+        metrics.GENERATE_TOKENS.labels("out").inc(answer.tokens_out)
+        metrics.GENERATE_SECONDS.observe(time.monotonic() - arrived_s)
+        set_attributes(**{"gen_ai.usage.input_tokens": answer.tokens_in, "gen_ai.usage.output_tokens": answer.tokens_out,
+                          "wxassist.truncated": answer.truncated, "wxassist.queue_wait_ms": round(queue_wait_s * 1000, 1),
+                          "wxassist.grounding": answer.grounding, "wxassist.passages": len(passages),
+                          "gen_ai.request.model": answer.model or self._core.engine.model_name})
+        return answer
+
+    def _generate(self, arrived_s: float, *args) -> tuple[Answer, float]:
+        """In a pool thread: the wait for the thread is the replica's queue wait."""
+        queue_wait_s = time.monotonic() - arrived_s
+        self._count(waiting=-1, running=1)
+        try:
+            return self._core.answer(*args), queue_wait_s
+        finally:
+            self._count(running=-1)
+
+    def _count(self, waiting: int = 0, running: int = 0) -> None:
+        with self._counts_lock:
+            self._waiting += waiting
+            self._running += running
+            metrics.GENERATE_QUEUE.set(self._waiting)
+            metrics.GENERATE_BATCH.set(self._running)
 
     def describe(self) -> dict[str, str]:
         """Which model, on what device and in which dtype this replica generates with."""
@@ -105,6 +149,8 @@ class GenerateServer:
         if close is not None:
             close()
         self._pool.shutdown(wait=False)
+        if self._publisher is not None:
+            self._publisher.stop()
 
     def stats(self) -> dict[str, int]:
         """Answers this replica generated: what the fast paths are measured against."""

@@ -14,11 +14,13 @@ from functions.intent.core import IntentClassifier, IntentTexts
 from functions.intent.knn import BUNDLED_EXAMPLES, HybridEmbedding, KnnIntent, read_examples
 from functions.intent.tools import load_tools
 from observability.logs import audit_event, hashed_user
+from observability.tracing import configure_for, finished_spans, set_attributes, traced
 
 
 class IntentServer:
     def __init__(self, settings_overrides: dict[str, Any] | None = None):
         settings = load_settings(**(settings_overrides or {}))
+        configure_for("intent", settings)
         self._core = IntentClassifier(
             IntentTexts(
                 welcome=settings.welcome_text,
@@ -43,7 +45,18 @@ class IntentServer:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
 
+    def finished_spans(self) -> list[dict]:
+        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
+        return finished_spans()
+
+    @traced("intent")
     def classify(self, message: InboundMessage) -> Intent:
+        intent = self._classify(message)
+        set_attributes(**{"wxassist.intent": intent.route.value, "wxassist.intent_reason": intent.reason,
+                          "wxassist.intent_confidence": intent.confidence})
+        return intent
+
+    def _classify(self, message: InboundMessage) -> Intent:
         if message.content:
             decision = self._filter.scan(message.content, "input")
             if decision.action != "pass":

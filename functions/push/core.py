@@ -16,6 +16,8 @@ the item next finds it and does not send again. At most once, never twice.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,14 +66,26 @@ class PushStats:
         return self.sent + self.retried + self.undeliverable + self.not_resent
 
 
+@dataclass(frozen=True)
+class PushAttempt:
+    """What one attempt did, for traces and metrics: ``outcome`` is sent, retried,
+    undeliverable or not_resent; ``errcode`` WeChat's code, "network" or None."""
+
+    item: OutboxItem
+    outcome: str
+    errcode: str | None
+    seconds: float
+
+
 class PushWorker:
     def __init__(self, outbox: Outbox, sender: CustomerServiceSender, store: StateStore, *, batch_size: int = 16,
-                 attempt_ttl_s: float = 86400.0):
+                 attempt_ttl_s: float = 86400.0, on_attempt: Callable[[PushAttempt], None] | None = None):
         self._outbox = outbox
         self._sender = sender
         self._store = store
         self._batch_size = batch_size
         self._attempt_ttl_s = attempt_ttl_s
+        self._on_attempt = on_attempt or (lambda attempt: None)
 
     def run_once(self) -> PushStats:
         stats = PushStats()
@@ -80,32 +94,32 @@ class PushWorker:
         return stats
 
     def _push(self, item: OutboxItem, stats: PushStats) -> None:
+        started_s = time.monotonic()
+        outcome, errcode = self._attempt(item)
+        setattr(stats, outcome, getattr(stats, outcome) + 1)
+        self._on_attempt(PushAttempt(item, outcome, errcode, time.monotonic() - started_s))
+
+    def _attempt(self, item: OutboxItem) -> tuple[str, str | None]:
+        """(the PushStats field this attempt counts in, the error code if any)."""
         marker = ATTEMPT_KEY_PREFIX + item.item_id
         if not self._store.set_if_absent(marker, "sending", self._attempt_ttl_s):
             self._outbox.undeliverable(item, "an earlier attempt may have delivered it; not sent again")
-            stats.not_resent += 1
-            return
+            return "not_resent", None
         try:
             self._sender.send_text(item.account, item.to_user, item.text)
         except SendRejected as exc:
             self._store.delete(marker)  # the platform refused it: nothing was delivered
+            code = str(exc.errcode)
             reason = UNDELIVERABLE_CODES.get(exc.errcode or 0)
             if reason is not None:
                 self._outbox.undeliverable(item, f"{exc.errcode} {reason}")
-                stats.undeliverable += 1
-            elif self._outbox.failed(item, str(exc)):
-                stats.retried += 1
-            else:
-                stats.undeliverable += 1
+                return "undeliverable", code
+            return ("retried" if self._outbox.failed(item, str(exc)) else "undeliverable"), code
         except SendFailed as exc:
             self._store.delete(marker)
-            if self._outbox.failed(item, str(exc)):
-                stats.retried += 1
-            else:
-                stats.undeliverable += 1
+            return ("retried" if self._outbox.failed(item, str(exc)) else "undeliverable"), "network"
         except SendAmbiguous as exc:
             self._outbox.undeliverable(item, f"not resent: {exc}")
-            stats.not_resent += 1
-        else:
-            self._outbox.sent(item)
-            stats.sent += 1
+            return "not_resent", "ambiguous"
+        self._outbox.sent(item)
+        return "sent", None

@@ -11,8 +11,12 @@ from functions.common.clock import Clock, SystemClock
 from functions.common.outbox import Outbox
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
-from functions.push.core import CustomerServiceSender, PushWorker
+from functions.push.core import CustomerServiceSender, PushAttempt, PushWorker
 from functions.push.wechat_api import WeChatSender
+from observability import metrics
+from observability.logs import hashed_user
+from observability.tracing import configure_for, finished_spans, tracer
+from opentelemetry.trace import Status, StatusCode
 
 logger = logging.getLogger("wxassist.push")
 
@@ -25,10 +29,13 @@ class PushServer:
         sender: CustomerServiceSender | None = None,
     ):
         settings = load_settings(**(settings_overrides or {}))
+        configure_for("push", settings)
         clock = clock or SystemClock()
         store = open_state_store(settings.state_location(), clock)
         sender = sender or WeChatSender(settings.account_map(), store, settings.wechat_api_base)
-        self._worker = PushWorker(Outbox(store, clock, lease_s=settings.push_lease_s), sender, store)
+        self._worker = PushWorker(Outbox(store, clock, lease_s=settings.push_lease_s), sender, store,
+                                  on_attempt=observe_attempt)
+        self._publisher = metrics.replica_publisher("push", settings)
         self._poll_s = settings.push_poll_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain_forever, name="outbox-drain", daemon=True)
@@ -37,6 +44,10 @@ class PushServer:
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
+
+    def finished_spans(self) -> list[dict]:
+        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
+        return finished_spans()
 
     def _drain_forever(self) -> None:
         while not self._stop.wait(self._poll_s):
@@ -51,3 +62,37 @@ class PushServer:
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
+        publisher = getattr(self, "_publisher", None)
+        if publisher is not None:
+            publisher.stop()
+
+
+def observe_attempt(attempt: PushAttempt) -> None:
+    """A span per attempt in the message's own trace (the item carries its traceparent),
+    and the push metrics. The span is recorded after the fact: the worker's core stays pure."""
+    import time
+
+    from observability.tracing import extract
+
+    metrics.PUSHES.labels(attempt.outcome).inc()
+    if attempt.outcome == "sent":
+        metrics.REPLIES.labels("pushed").inc()
+    if attempt.errcode is not None:
+        metrics.WECHAT_API_ERRORS.labels(attempt.errcode).inc()
+    if not attempt.item.trace:
+        return
+    ended_ns = time.time_ns()
+    span = tracer().start_span("push", context=extract({"traceparent": attempt.item.trace}),
+                               start_time=ended_ns - int(attempt.seconds * 1e9))
+    span.set_attribute("wxassist.account", attempt.item.account)
+    span.set_attribute("wxassist.user", hashed_user(attempt.item.to_user))
+    span.set_attribute("wxassist.push_item", attempt.item.item_id)
+    span.set_attribute("wxassist.push_attempt", attempt.item.attempts + 1)
+    span.set_attribute("wxassist.push_outcome", attempt.outcome)
+    span.set_attribute("wxassist.delivery", "pushed")
+    if attempt.errcode is not None:
+        span.set_attribute("wechat.errcode", attempt.errcode)
+    if attempt.outcome != "sent":
+        span.set_attribute("error.type", f"push_{attempt.outcome}")
+        span.set_status(Status(StatusCode.ERROR, attempt.outcome))
+    span.end(end_time=ended_ns)

@@ -12,11 +12,13 @@ from functions.common.records import Found, Passage
 from functions.common.settings import load_settings
 from functions.retrieve.core import Retriever
 from functions.retrieve.faq import FaqMatcher
+from observability.tracing import configure_for, finished_spans, set_attributes, traced
 
 
 class RetrieveServer:
     def __init__(self, settings_overrides: dict[str, Any] | None = None):
         settings = load_settings(**(settings_overrides or {}))
+        configure_for("retrieve", settings)
         embedder = SentenceEmbedder(settings.embedding_dir())
         self._kb = KnowledgeBase(settings.kb_location(), settings.kb_collection, embedder)
         self._core = Retriever(self._kb, settings.retrieve_top_k)
@@ -31,10 +33,21 @@ class RetrieveServer:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
 
+    def finished_spans(self) -> list[dict]:
+        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
+        return finished_spans()
+
+    @traced("retrieve")
     def find(self, question: str, query: str, faq: bool = True, cache_account: str | None = None) -> Found:
         """One hop for the ingress: the curated FAQ answer when ``question`` matches one (and
         the account uses the fast path), else a cached answer (when ``cache_account`` is
         given), else the passages for ``query``."""
+        found = self._find(question, query, faq, cache_account)
+        set_attributes(**{"wxassist.found": found.kind, "wxassist.faq_hit": found.kind == "faq",
+                          "wxassist.cache_hit": found.kind == "cache", "wxassist.passages": len(found.passages)})
+        return found
+
+    def _find(self, question: str, query: str, faq: bool, cache_account: str | None) -> Found:
         if faq:
             hit = self._faq.match(question)
             if hit is not None:
@@ -45,6 +58,7 @@ class RetrieveServer:
                 return Found(answer=cached.answer, kind="cache", sources=cached.sources)
         return Found(passages=tuple(self._core.retrieve(query)))
 
+    @traced("retrieve")
     def remember_answer(
         self, account: str, question: str, answer: str, sources: tuple[str, ...], passages: list[Passage]
     ) -> bool:

@@ -224,3 +224,14 @@ def test_a_token_bucket_holds_across_replicas(store_uri):
     for replica in replicas:
         replica.close()
     assert len(taken) == 160 and taken.count(0.0) == 25
+
+
+def test_scan_returns_live_keys_under_a_prefix_only(store):
+    family = key()
+    store.set(f"{family}:a", "1", ttl_s=30)
+    store.set(f"{family}:b", "二", ttl_s=30)
+    store.set(f"{family}:gone", "x", ttl_s=0.05)
+    store.set(f"{family}x", "not under the prefix", ttl_s=30)
+    time.sleep(0.2)
+    assert store.scan(f"{family}:") == {f"{family}:a": "1", f"{family}:b": "二"}
+    assert store.scan(f"{key()}:") == {}

@@ -57,8 +57,9 @@ def service(tmp_path_factory) -> RunningService:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         with BackgroundServer(emulator_app(emulator), free_port()) as platform:
+            # Every replica keeps its spans in the SDK's in-memory exporter (tests/serve/test_tracing.py).
             args = {**app_args, "home": str(home), "model_cache": str(settings.model_cache_dir()),
-                    "wechat_api_base": platform.url}
+                    "wechat_api_base": platform.url, "trace_exporter": "memory"}
             serve.run(compose_app(args, options), name=APP_NAME, route_prefix="/")
             yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)
     finally:
@@ -103,7 +104,7 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
         # carry real traffic in the Serve tests.
         args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2,
                 "wechat_faq_fast_path": False, "wechat_answer_cache": False, "intent_knn": False,
-                "pipeline_mode": "split"}
+                "pipeline_mode": "split", "trace_exporter": "file"}  # spans in home/traces, as in production
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
         serve.run(app, name="sleepy", route_prefix="/sleepy")
         yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)

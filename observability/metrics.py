@@ -1,0 +1,150 @@
+"""Prometheus metrics for every replica, served together on the ingress's ``/metrics``.
+
+Each process counts into a registry of its own. Every few seconds it publishes that
+registry's text exposition to the shared state store (``wxa:metrics:<function>:<process>``,
+with a time to live, so a dead replica's series disappear). The ingress serves its own live
+registry plus every other process's latest snapshot, each series labelled with the process
+it came from: one scrape target shows the whole application, on one machine or (with
+Redis as the store) on a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from functions.common.state import StateStore
+
+SNAPSHOT_PREFIX = "wxa:metrics:"
+PUBLISH_EVERY_S = 5.0
+SNAPSHOT_TTL_S = 30.0
+# Around WeChat's 5 s passive window, and the push path's tens of seconds beyond it.
+ANSWER_BUCKETS_S = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 4.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
+
+log = logging.getLogger("wxassist.metrics")
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MESSAGES = Counter("wxassist_messages", "Messages answered, by route and outcome", ["route", "outcome"],
+                   registry=REGISTRY)
+ANSWER_SECONDS = Histogram("wxassist_answer_seconds", "From a message's arrival to its answer being ready",
+                           buckets=ANSWER_BUCKETS_S, registry=REGISTRY)
+DEADLINE_MISSES = Counter("wxassist_deadline_misses", "Answers ready after the last passive window closed",
+                          registry=REGISTRY)
+REPLIES = Counter("wxassist_replies", "Replies that reached the user, by how: passive, pushed or held",
+                  ["mode"], registry=REGISTRY)
+DELIVERIES = Counter("wxassist_deliveries", "WeChat's deliveries (retries included), by outcome", ["outcome"],
+                     registry=REGISTRY)
+KNOWLEDGE_ANSWERS = Counter("wxassist_knowledge_answers",
+                            "Knowledge answers by source: faq and cache cost no GPU time", ["source"],
+                            registry=REGISTRY)
+GENERATE_QUEUE = Gauge("wxassist_generate_queue_depth", "Requests in a generate replica waiting for the engine",
+                       registry=REGISTRY)
+GENERATE_BATCH = Gauge("wxassist_generate_batch_size", "Requests a generate replica is generating at once",
+                       registry=REGISTRY)
+GENERATE_TOKENS = Counter("wxassist_generate_tokens", "Tokens in and out of the model (rate: tokens/s)",
+                          ["direction"], registry=REGISTRY)
+GENERATE_SECONDS = Histogram("wxassist_generate_seconds", "One generation, queue wait included",
+                             buckets=ANSWER_BUCKETS_S, registry=REGISTRY)
+OUTBOX_BACKLOG = Gauge("wxassist_outbox_backlog", "Answers waiting in the outbox to be pushed", ["queue"],
+                       registry=REGISTRY)
+PUSHES = Counter("wxassist_pushes", "Customer-service push attempts by outcome", ["outcome"], registry=REGISTRY)
+WECHAT_API_ERRORS = Counter("wxassist_wechat_api_errors", "WeChat API errors by errcode (network: no answer)",
+                            ["code"], registry=REGISTRY)
+
+
+def process_source(function: str) -> str:
+    return f"{function}:{socket.gethostname()}:{os.getpid()}"
+
+
+def publish(store: StateStore, source: str) -> None:
+    store.set(SNAPSHOT_PREFIX + source, generate_latest(REGISTRY).decode("utf-8"), SNAPSHOT_TTL_S)
+
+
+class MetricsPublisher:
+    """A daemon thread publishing this process's snapshot until stopped; a store outage is
+    logged and retried, never raised into the replica."""
+
+    def __init__(self, store: StateStore, function: str, every_s: float = PUBLISH_EVERY_S):
+        self.source = process_source(function)
+        self._store = store
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wxassist-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                publish(self._store, self.source)
+            except Exception as exc:  # noqa: BLE001 - metrics must never take a replica down
+                log.warning("metrics snapshot not published: %s", type(exc).__name__)
+            if self._stop.wait(self._every_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def exposition(store: StateStore, own_source: str, refresh: Callable[[], None] | None = None) -> bytes:
+    """This process's live registry and every other process's latest snapshot, merged by
+    metric family with a ``process`` label: the text ``/metrics`` serves."""
+    if refresh is not None:
+        refresh()  # scrape-time gauges (the outbox backlog) read now
+    families: dict[str, Metric] = {}
+    _merge(families, generate_latest(REGISTRY).decode("utf-8"), own_source)
+    try:
+        snapshots = store.scan(SNAPSHOT_PREFIX)
+    except Exception as exc:  # noqa: BLE001 - this process's own metrics still serve
+        log.warning("metric snapshots unreadable: %s", type(exc).__name__)
+        snapshots = {}
+    for key, text in sorted(snapshots.items()):
+        source = key[len(SNAPSHOT_PREFIX):]
+        if source != own_source:
+            _merge(families, text, source)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(families.values())))
+    return generate_latest(registry)
+
+
+def _merge(families: dict[str, Metric], text: str, source: str) -> None:
+    for family in text_string_to_metric_families(text):
+        merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+        for sample in family.samples:
+            merged.add_sample(sample.name, {**sample.labels, "process": source}, sample.value,
+                              sample.timestamp, sample.exemplar)
+
+
+class _Fixed:
+    def __init__(self, families: list[Metric]):
+        self._families = families
+
+    def collect(self):
+        return iter(self._families)
+
+
+def in_serve_replica() -> bool:
+    try:
+        from ray import serve
+
+        serve.get_replica_context()
+    except Exception:  # noqa: BLE001 - outside Serve it raises; without Ray there is no replica
+        return False
+    return True
+
+
+def replica_publisher(function: str, settings) -> MetricsPublisher | None:
+    """A publisher when this process is a Serve replica; None elsewhere (tests, benchmarks,
+    the fused ingress's in-process steps), where the calling process serves or ignores them."""
+    if not in_serve_replica():
+        return None
+    from functions.common.state import open_state_store
+
+    return MetricsPublisher(open_state_store(settings.state_location()), function)
