@@ -220,13 +220,18 @@ class Ingress:
         if isinstance(opened, Rejection):
             self._telemetry.rejected(opened.error)
             return _rejected(account, opened)
-        self._telemetry.opened(opened)
+        _observe(self._telemetry.opened, opened)
         outcome = await self._delivery.deliver(opened, started=started_s, hung_up=hung_up)
         passive_reply = outcome.kind == "passive" and outcome.reply is not None
-        self._telemetry.delivered(outcome.kind, outcome.deliveries, passive_reply=passive_reply)
+        _observe(self._telemetry.delivered, outcome.kind, outcome.deliveries, passive_reply=passive_reply)
         if self._telemetry.needs_link(outcome.deliveries, passive_reply):
+            # A retry's reply must not wait on the store for a trace link: 50 ms at most, and
+            # a link that comes later is simply dropped (the span has ended).
             try:
-                await asyncio.to_thread(self._telemetry.link_deliveries, opened, outcome.deliveries)
+                await asyncio.wait_for(asyncio.to_thread(self._telemetry.link_deliveries, opened, outcome.deliveries),
+                                       timeout=0.05)
+            except asyncio.TimeoutError:
+                pass
             except Exception as exc:  # telemetry must never cost a message
                 _log_failure("trace link", exc)
         log_event(
@@ -250,7 +255,7 @@ class Ingress:
         started_s = time.monotonic()
         with self._telemetry.answer_span(message):
             reply, details = await self._answer(message, max_new_tokens, deadline_s)
-            self._telemetry.answered(details, started_s, deadline_s)
+            _observe(self._telemetry.answered, details, started_s, deadline_s)
         log_event(
             "answered",
             account=message.account,
@@ -529,6 +534,14 @@ def _log_failure(step: str, exc: BaseException) -> None:
     """The error type at ERROR; the traceback, which may quote message text, only at DEBUG."""
     logger().error("%s failed: %s", step, type(exc).__name__)
     logger().debug("%s traceback", step, exc_info=exc)
+
+
+def _observe(record, *args: Any, **kwargs: Any) -> None:
+    """Telemetry on the message path: a failure is logged, never raised into delivery."""
+    try:
+        record(*args, **kwargs)
+    except Exception as exc:
+        _log_failure("telemetry", exc)
 
 
 def _unavailable(step: str, exc: BaseException) -> Response:

@@ -23,7 +23,7 @@ from functions.common.records import InboundMessage
 from functions.common.state import StateStore
 from observability import metrics
 from observability.logs import hashed_user
-from observability.tracing import current_traceparent, extract, in_span, link_to, set_attributes, tracer
+from observability.tracing import current_traceparent, extract, in_span, link_to, set_attributes, start_span
 
 TRACE_KEY_PREFIX = "wxa:trace:"
 
@@ -37,8 +37,8 @@ class MessageTelemetry:
     @contextmanager
     def delivery_span(self, account: str, headers: Mapping[str, str]) -> Iterator[Any]:
         """One WeChat delivery: continues the caller's ``traceparent`` when there is one."""
-        with tracer().start_as_current_span("ingress", context=extract(headers), kind=SpanKind.SERVER,
-                                            attributes={"wxassist.account": account}) as span:
+        with start_span("ingress", context=extract(headers), kind=SpanKind.SERVER,
+                        attributes={"wxassist.account": account}) as span:
             yield span
 
     def opened(self, message: InboundMessage) -> None:
@@ -80,9 +80,9 @@ class MessageTelemetry:
 
     @contextmanager
     def answer_span(self, message: InboundMessage) -> Iterator[Any]:
-        with tracer().start_as_current_span("answer", attributes={
-            "wxassist.account": message.account, "wechat.msg_id": message.msg_id or _event_id(message),
-            "wxassist.user": hashed_user(message.from_user)}) as span:
+        with start_span("answer", attributes={
+                "wxassist.account": message.account, "wechat.msg_id": message.msg_id or _event_id(message),
+                "wxassist.user": hashed_user(message.from_user)}) as span:
             yield span
 
     def answered(self, details: Mapping[str, Any], started_s: float, deadline_s: float | None) -> None:

@@ -53,11 +53,24 @@ GENERATE_TOKENS = Counter("wxassist_generate_tokens", "Tokens in and out of the 
                           ["direction"], registry=REGISTRY)
 GENERATE_SECONDS = Histogram("wxassist_generate_seconds", "One generation, queue wait included",
                              buckets=ANSWER_BUCKETS_S, registry=REGISTRY)
+# Read from the store by the ingress that is scraped, at scrape time: in no snapshot, so an
+# ingress replica nobody scrapes cannot keep publishing a stale backlog.
+SCRAPE_REGISTRY = CollectorRegistry(auto_describe=True)
 OUTBOX_BACKLOG = Gauge("wxassist_outbox_backlog", "Answers waiting in the outbox to be pushed", ["queue"],
-                       registry=REGISTRY)
+                       registry=SCRAPE_REGISTRY)
 PUSHES = Counter("wxassist_pushes", "Customer-service push attempts by outcome", ["outcome"], registry=REGISTRY)
 WECHAT_API_ERRORS = Counter("wxassist_wechat_api_errors", "WeChat API errors by errcode (network: no answer)",
                             ["code"], registry=REGISTRY)
+
+
+# WeChat errcodes worth a series of their own; any other code is counted as "other", so a
+# misbehaving endpoint cannot mint unbounded label values.
+KNOWN_ERRCODES = {"-1", "40001", "40003", "40014", "41001", "42001", "43004", "43019", "45009", "45015", "45047",
+                  "48001", "network", "ambiguous"}
+
+
+def errcode_label(code: str) -> str:
+    return code if code in KNOWN_ERRCODES else "other"
 
 
 def process_source(function: str) -> str:
@@ -94,21 +107,28 @@ class MetricsPublisher:
 
 
 def exposition(store: StateStore, own_source: str, refresh: Callable[[], None] | None = None) -> bytes:
-    """This process's live registry and every other process's latest snapshot, merged by
-    metric family with a ``process`` label: the text ``/metrics`` serves."""
-    if refresh is not None:
-        refresh()  # scrape-time gauges (the outbox backlog) read now
+    """Every process's latest snapshot (this one's published first, so it is current),
+    merged by metric family under a ``process`` label, plus the scrape-time gauges: the text
+    ``/metrics`` serves. Served from the store alike by every ingress replica, so the scrape
+    that reaches another replica next never sees a counter go back."""
     families: dict[str, Metric] = {}
-    _merge(families, generate_latest(REGISTRY).decode("utf-8"), own_source)
     try:
+        publish(store, own_source)
         snapshots = store.scan(SNAPSHOT_PREFIX)
-    except Exception as exc:  # noqa: BLE001 - this process's own metrics still serve
-        log.warning("metric snapshots unreadable: %s", type(exc).__name__)
-        snapshots = {}
+    except Exception as exc:  # noqa: BLE001 - the store is down: this process's own metrics still serve
+        log.warning("metric snapshots unavailable: %s", type(exc).__name__)
+        snapshots = {SNAPSHOT_PREFIX + own_source: generate_latest(REGISTRY).decode("utf-8")}
     for key, text in sorted(snapshots.items()):
-        source = key[len(SNAPSHOT_PREFIX):]
-        if source != own_source:
-            _merge(families, text, source)
+        try:
+            _merge(families, text, key[len(SNAPSHOT_PREFIX):])
+        except Exception as exc:  # noqa: BLE001 - one unreadable snapshot must not empty the page
+            log.warning("metric snapshot %s unreadable: %s", key, type(exc).__name__)
+    if refresh is not None:
+        try:
+            refresh()
+            _merge(families, generate_latest(SCRAPE_REGISTRY).decode("utf-8"), own_source)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("scrape-time metrics unavailable: %s", type(exc).__name__)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(list(families.values())))
     return generate_latest(registry)

@@ -13,7 +13,7 @@ from typing import Any
 
 
 def read_spans(trace_dir: Path) -> Iterable[dict[str, Any]]:
-    for path in sorted(Path(trace_dir).glob("*.jsonl")):
+    for path in sorted([*Path(trace_dir).glob("*.jsonl.1"), *Path(trace_dir).glob("*.jsonl")]):
         with path.open(encoding="utf-8") as lines:
             for line in lines:
                 line = line.strip()

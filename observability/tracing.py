@@ -69,7 +69,8 @@ def exporter_choice(requested: str, environ: Mapping[str, str] | None = None) ->
     return "file"
 
 
-def configure_tracing(function: str, exporter: str = "auto", trace_dir: Path | None = None) -> None:
+def configure_tracing(function: str, exporter: str = "auto", trace_dir: Path | None = None,
+                      file_max_bytes: int = 64 * 1024 * 1024) -> None:
     """Once per process (later calls keep the first set-up): a replica is one process."""
     global _provider, _memory
     with _lock:
@@ -81,7 +82,7 @@ def configure_tracing(function: str, exporter: str = "auto", trace_dir: Path | N
         provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER, parent-based by default
         if choice == "file":
             directory = trace_dir or Path(".wxassist/traces")
-            provider.add_span_processor(BatchSpanProcessor(JsonlSpanExporter(directory, function),
+            provider.add_span_processor(BatchSpanProcessor(JsonlSpanExporter(directory, function, file_max_bytes),
                                                            schedule_delay_millis=500))
         elif choice == "console":
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
@@ -214,9 +215,23 @@ def _server_span(function: str, method: str, carrier: Mapping[str, str] | None, 
         return
     # No carrier inside a span: called in-process (fused mode), the caller's span is current.
     parent = extract(carrier) if carrier is not None else None
-    with tracer().start_as_current_span(function, context=parent, kind=kind,
-                                        attributes={"wxassist.method": method}) as span:
+    with start_span(function, context=parent, kind=kind, attributes={"wxassist.method": method}) as span:
         yield span
+
+
+@contextmanager
+def start_span(name: str, **options: Any) -> Iterator[Any]:
+    """A current span that records an escaping exception by its type only. The SDK's default
+    would add the exception's message and stack as a span event, and a message can quote
+    what the user wrote."""
+    with tracer().start_as_current_span(name, record_exception=False, set_status_on_exception=False,
+                                        **options) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                record_error(span, exc)
+            raise
 
 
 def record_error(span: Any, exc: BaseException) -> None:
@@ -256,10 +271,13 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
 
 
 class JsonlSpanExporter(SpanExporter):
-    """One JSON line per span, one file per process (replicas never interleave writes)."""
+    """One JSON line per span, one file per process (replicas never interleave writes). A
+    file past ``max_bytes`` becomes ``….jsonl.1`` (replacing the one before): at most twice
+    that per process on disk, however long the service runs."""
 
-    def __init__(self, directory: Path, function: str):
+    def __init__(self, directory: Path, function: str, max_bytes: int = 64 * 1024 * 1024):
         self._path = Path(directory) / f"{function}-{os.getpid()}.jsonl"
+        self._max_bytes = max_bytes
         self._write_lock = threading.Lock()
 
     def export(self, spans) -> SpanExportResult:
@@ -269,6 +287,9 @@ class JsonlSpanExporter(SpanExporter):
                 self._path.parent.mkdir(parents=True, exist_ok=True)
                 with self._path.open("a", encoding="utf-8") as out:
                     out.write(lines)
+                    full = out.tell() > self._max_bytes
+                if full:
+                    self._path.replace(self._path.with_name(self._path.name + ".1"))
         except OSError as exc:
             log.warning("trace file %s not writable: %s", self._path, type(exc).__name__)
             return SpanExportResult.FAILURE
@@ -284,4 +305,4 @@ def configure_for(function: str, settings) -> None:
     from observability.logs import configure_logging
 
     configure_logging(settings.log_level)
-    configure_tracing(function, settings.trace_exporter, settings.trace_dir_path())
+    configure_tracing(function, settings.trace_exporter, settings.trace_dir_path(), settings.trace_file_mb * 1024 * 1024)

@@ -11,7 +11,7 @@ never silently dropped.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from functions.common.clock import Clock
 from functions.common.state import StateStore
@@ -37,7 +37,10 @@ class OutboxItem:
 
     @classmethod
     def from_json(cls, raw: str) -> OutboxItem:
-        return cls(**json.loads(raw))
+        """Fields this version does not know are dropped: a replica one release behind (a
+        rollback) still drains items a newer one queued."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in json.loads(raw).items() if key in known})
 
 
 @dataclass(frozen=True)

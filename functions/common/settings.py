@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     # else JSONL files in trace_dir (default $WXA_HOME/traces), which `wxassist trace` reads.
     trace_exporter: Literal["auto", "file", "otlp", "console", "memory", "none"] = "auto"
     trace_dir: Path | None = None
+    trace_file_mb: int = Field(default=64, ge=1)  # per process; the file before is kept as .jsonl.1
 
     # Callback hardening.
     max_body_bytes: int = 64 * 1024

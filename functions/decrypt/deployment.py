@@ -41,7 +41,7 @@ class DecryptServer:
 
     @traced("decrypt")
     def open_callback(self, account: str, query: dict[str, str], body: bytes) -> InboundMessage | Rejection:
-        set_attributes(**{"wxassist.account": account})
+        set_attributes(**{"wxassist.account": account[:64]})  # from the URL, not yet validated
         try:
             message = self._core.open_callback(account, query, body)
         except RejectedRequest as exc:

@@ -105,13 +105,18 @@ class GenerateServer:
     ) -> Answer:
         self._answers += 1
         arrived_s = time.monotonic()
+        started = threading.Event()  # set in the pool thread: a request cancelled while queued never starts
         self._count(waiting=1)
-        call = functools.partial(self._generate, arrived_s, question, passages, max_new_tokens, history, deadline_s)
+        call = functools.partial(self._generate, started, arrived_s, question, passages, max_new_tokens, history,
+                                 deadline_s)
         try:
             answer, queue_wait_s = await asyncio.get_running_loop().run_in_executor(self._pool, call)
-        except Exception as exc:
-            set_attributes(**{"error.type": type(exc).__name__})
-            raise
+        finally:
+            with self._counts_lock:  # cancelled in the queue: it leaves the queue here, and never runs
+                abandoned = not started.is_set()
+                started.set()
+            if abandoned:
+                self._count(waiting=-1)
         metrics.GENERATE_TOKENS.labels("in").inc(answer.tokens_in)
         metrics.GENERATE_TOKENS.labels("out").inc(answer.tokens_out)
         metrics.GENERATE_SECONDS.observe(time.monotonic() - arrived_s)
@@ -121,9 +126,13 @@ class GenerateServer:
                           "gen_ai.request.model": answer.model or self._core.engine.model_name})
         return answer
 
-    def _generate(self, arrived_s: float, *args) -> tuple[Answer, float]:
+    def _generate(self, started: threading.Event, arrived_s: float, *args) -> tuple[Answer | None, float]:
         """In a pool thread: the wait for the thread is the replica's queue wait."""
         queue_wait_s = time.monotonic() - arrived_s
+        with self._counts_lock:
+            if started.is_set():  # its caller was cancelled while it queued: no GPU time for it
+                return None, queue_wait_s
+            started.set()
         self._count(waiting=-1, running=1)
         try:
             return self._core.answer(*args), queue_wait_s

@@ -21,8 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import logging
+
 from functions.common.outbox import Outbox, OutboxItem
 from functions.common.state import StateStore
+
+logger = logging.getLogger("wxassist.push")
 
 ATTEMPT_KEY_PREFIX = "wxa:push:attempt:"
 UNDELIVERABLE_CODES = {
@@ -97,7 +101,10 @@ class PushWorker:
         started_s = time.monotonic()
         outcome, errcode = self._attempt(item)
         setattr(stats, outcome, getattr(stats, outcome) + 1)
-        self._on_attempt(PushAttempt(item, outcome, errcode, time.monotonic() - started_s))
+        try:
+            self._on_attempt(PushAttempt(item, outcome, errcode, time.monotonic() - started_s))
+        except Exception:  # telemetry must not stop the rest of a leased batch
+            logger.exception("recording push attempt %s failed", item.item_id)
 
     def _attempt(self, item: OutboxItem) -> tuple[str, str | None]:
         """(the PushStats field this attempt counts in, the error code if any)."""

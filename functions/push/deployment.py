@@ -78,7 +78,7 @@ def observe_attempt(attempt: PushAttempt) -> None:
     if attempt.outcome == "sent":
         metrics.REPLIES.labels("pushed").inc()
     if attempt.errcode is not None:
-        metrics.WECHAT_API_ERRORS.labels(attempt.errcode).inc()
+        metrics.WECHAT_API_ERRORS.labels(metrics.errcode_label(attempt.errcode)).inc()
     if not attempt.item.trace:
         return
     ended_ns = time.time_ns()

@@ -87,7 +87,9 @@ def test_a_pushed_answer_is_one_split_trace_with_its_push_and_leaks_nothing(slee
     def this_message() -> list[dict]:
         return message_spans(trace_dir, result["msg_id"])
 
-    spans = wait_for_spans(this_message, {"push"})
+    # Each process exports every 0.5 s: generate's span may land after push's.
+    spans = wait_for_spans(this_message, {"ingress", "decrypt", "answer", "intent", "retrieve", "generate", "encrypt",
+                                          "push"})
     first = min(spans, key=lambda s: s["start"])["trace_id"]
     named: dict[str, dict] = {}
     for span in sorted((s for s in spans if s["trace_id"] == first), key=lambda s: s["start"]):

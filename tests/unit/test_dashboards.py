@@ -23,7 +23,7 @@ def exported_names() -> set[str]:
     for family_metric in (metrics.MESSAGES, metrics.REPLIES, metrics.DELIVERIES, metrics.KNOWLEDGE_ANSWERS,
                           metrics.PUSHES, metrics.WECHAT_API_ERRORS, metrics.GENERATE_TOKENS, metrics.OUTBOX_BACKLOG):
         family_metric.labels(*["x"] * len(family_metric._labelnames))  # a series, so its names show
-    text = generate_latest(metrics.REGISTRY).decode()
+    text = generate_latest(metrics.REGISTRY).decode() + generate_latest(metrics.SCRAPE_REGISTRY).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 

@@ -66,3 +66,29 @@ def test_other_processes_snapshots_are_merged_under_their_process_label(tmp_path
 
 def test_a_publisher_outside_a_serve_replica_is_none(home):
     assert metrics.replica_publisher("generate", Settings(home=home)) is None
+
+
+def test_a_generate_request_cancelled_in_the_queue_leaves_the_queue_count(home):
+    """The queue gauge drives an alert: a cancelled waiter must not stay counted."""
+    import asyncio
+
+    from functions.generate.deployment import GenerateServer
+    from tests.fakes import SleepyEngine
+
+    server = GenerateServer(engine_cls=SleepyEngine, engine_kwargs={"answer": "好的。"},
+                            settings_overrides={"home": str(home), "generate_batch": 1})
+
+    async def run() -> None:
+        first = asyncio.create_task(server.answer("慢#0.4", []))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(server.answer("排队#0.4", []))
+        await asyncio.sleep(0.05)
+        assert metrics.GENERATE_QUEUE._value.get() == 1 and metrics.GENERATE_BATCH._value.get() == 1
+        queued.cancel()
+        await first
+        await asyncio.sleep(0.6)  # time the cancelled one would have taken
+
+    asyncio.run(run())
+    assert metrics.GENERATE_QUEUE._value.get() == 0 and metrics.GENERATE_BATCH._value.get() == 0
+    assert server.stats()["answers"] == 2
+    server.close()

@@ -189,3 +189,29 @@ def test_log_records_carry_the_current_trace_and_span_ids(spans):
 ])
 def test_the_exporter_follows_the_setting_then_the_standard_variables(requested, environ, chosen):
     assert tracing.exporter_choice(requested, environ) == chosen
+
+
+def test_a_full_span_file_rolls_over_so_the_disk_use_stays_bounded(home, spans, tmp_path):
+    client = make_client(home)
+    post(client, home, question("506"))
+    directory = tmp_path / "spans"
+    exporter = tracing.JsonlSpanExporter(directory, "ingress", max_bytes=2000)
+    for _ in range(5):
+        exporter.export(spans.get_finished_spans())
+    files = sorted(path.name for path in directory.iterdir())
+    assert len(files) <= 2 and all(name.startswith("ingress-") for name in files)
+    assert message_spans(directory, "506")  # the rolled file is still read
+
+
+def test_an_exception_escaping_a_traced_step_is_recorded_by_its_type_only(spans):
+    @tracing.traced("generate")
+    def fail(**_kwargs):
+        raise ValueError("用户说：我的手机号是13800000000")
+
+    with tracing.tracer().start_as_current_span("answer"):
+        with pytest.raises(ValueError):
+            fail(_trace=tracing.inject())
+    failed = [span for span in spans.get_finished_spans() if span.name == "generate"][0]
+    assert failed.attributes["error.type"] == "ValueError"
+    assert not failed.events  # the SDK would add the message and the stack as an event
+    assert "13800000000" not in (failed.status.description or "")
