@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
-import hashlib
 import inspect
 import json
 import os
@@ -29,7 +28,7 @@ from functions.common.clock import Clock, SystemClock
 from functions.common.errors import WxAssistError
 from functions.common.continuation import ContinuationStore, continued_text, is_continue_request
 from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow, Overflow, PushOverflow
-from functions.common.ledger import ClaimLedger
+from functions.common.ledger import ClaimLedger, dedupe_digest
 from functions.common.limits import LimitPolicy, RateLimiter
 from functions.common.memory import ConversationMemory
 from functions.common.outbox import Outbox
@@ -45,14 +44,7 @@ from observability import metrics
 from observability.logs import audit_event, configure_logging, hashed_user, log_event, logger
 from observability.message_telemetry import MessageTelemetry
 from observability.trace_cli import register_trace_command
-from observability.tracing import (
-    TRACE_KWARG,
-    TracedHandle,
-    configure_for,
-    current_traceparent,
-    detached_context,
-    finished_spans,
-)
+from observability.tracing import ReportsSpans, TracedHandle, configure_for, current_traceparent, detached_context
 
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
@@ -62,7 +54,7 @@ DEFAULT_EMULATOR_URL = "http://127.0.0.1:8001"
 # ---- the ingress -----------------------------------------------------------------------
 
 
-class Ingress:
+class Ingress(ReportsSpans):
     """Owns the HTTP edge: reads the body under a cap, calls the functions through their
     handles, and turns every failure into a 4xx or an empty reply, never a 500."""
 
@@ -82,7 +74,7 @@ class Ingress:
         clock = clock or SystemClock()
         store = open_state_store(settings.state_location(), clock)
         self._telemetry = MessageTelemetry(store, trace_ttl_s=settings.ledger_ttl_s)
-        self._metrics_publisher = metrics.replica_publisher("ingress", settings)  # other ingress replicas serve it too
+        self._metrics_publisher = metrics.replica_publisher("ingress", settings, store)  # other ingress replicas serve it too
         self._continuations = ContinuationStore(
             store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=2 * settings.job_lease_s
         )
@@ -118,22 +110,13 @@ class Ingress:
             max_new_tokens=settings.max_new_tokens,
             job_context=detached_context,  # a job outlives its delivery, but stays in the message's trace
         )
-        if decrypt is None or intent is None or encrypt is None:  # fused: the cheap steps run here
-            from functions.decrypt.deployment import DecryptServer
-            from functions.encrypt.deployment import EncryptServer
-            from functions.intent.deployment import IntentServer
-
-            # Decrypting and encrypting one message take well under a millisecond: a thread
-            # hop costs more than the work. Intent may embed the question (kNN): a thread.
-            decrypt = decrypt or InProcessHandle(DecryptServer(settings_overrides), inline=True)
-            intent = intent or InProcessHandle(IntentServer(settings_overrides))
-            encrypt = encrypt or InProcessHandle(EncryptServer(settings_overrides), inline=True)
-        # Every call inside a message's trace carries it to the replica (observability/tracing.py).
-        self._decrypt = TracedHandle(decrypt)
-        self._intent = TracedHandle(intent)
-        self._retrieve = TracedHandle(retrieve)
-        self._generate = TracedHandle(generate)
-        self._encrypt = TracedHandle(encrypt)
+        if decrypt is None:  # fused (compose_app passes None for all three): the cheap steps run here
+            decrypt, intent, encrypt = fused_steps(settings_overrides)
+        self._decrypt = _carrying_trace(decrypt)
+        self._intent = _carrying_trace(intent)
+        self._retrieve = _carrying_trace(retrieve)
+        self._generate = _carrying_trace(generate)
+        self._encrypt = _carrying_trace(encrypt)
         self._push = push  # never called per message: jobs reach it through the outbox
         self._max_body_bytes = settings.max_body_bytes
         self._failure_text = settings.failure_text
@@ -161,10 +144,6 @@ class Ingress:
 
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
-
-    async def finished_spans(self) -> list[dict]:
-        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
-        return finished_spans()
 
     async def metrics(self) -> Response:
         """Prometheus text: this replica's metrics and every other process's latest snapshot."""
@@ -220,10 +199,10 @@ class Ingress:
         if isinstance(opened, Rejection):
             self._telemetry.rejected(opened.error)
             return _rejected(account, opened)
-        _observe(self._telemetry.opened, opened)
+        self._telemetry.opened(opened)
         outcome = await self._delivery.deliver(opened, started=started_s, hung_up=hung_up)
         passive_reply = outcome.kind == "passive" and outcome.reply is not None
-        _observe(self._telemetry.delivered, outcome.kind, outcome.deliveries, passive_reply=passive_reply)
+        self._telemetry.delivered(outcome.kind, outcome.deliveries, passive_reply=passive_reply)
         if self._telemetry.needs_link(outcome.deliveries, passive_reply):
             # A retry's reply must not wait on the store for a trace link: 50 ms at most, and
             # a link that comes later is simply dropped (the span has ended).
@@ -255,7 +234,7 @@ class Ingress:
         started_s = time.monotonic()
         with self._telemetry.answer_span(message):
             reply, details = await self._answer(message, max_new_tokens, deadline_s)
-            _observe(self._telemetry.answered, details, started_s, deadline_s)
+            self._telemetry.answered(details, started_s, deadline_s)
         log_event(
             "answered",
             account=message.account,
@@ -350,7 +329,7 @@ class Ingress:
         """Generate's queue is full: tell the user the answer is coming, and generate it as
         soon as there is room, in the background; it then goes out through the account's
         overflow (pushed, or held for "继续") like any answer the passive window missed."""
-        job_id = "deferred-" + hashlib.sha256(repr(message.dedupe_key).encode("utf-8")).hexdigest()[:24]
+        job_id = "deferred-" + dedupe_digest(message.dedupe_key)
         held = message.account in self._passive_only
         if held:  # a "继续" meanwhile waits for it instead of finding nothing
             await asyncio.to_thread(self._continuations.expect, message, job_id)
@@ -479,7 +458,6 @@ class InProcessHandle:
         class _Call:
             @staticmethod
             def remote(*args: Any, **kwargs: Any):
-                kwargs.pop(TRACE_KWARG, None)  # in-process, the trace is in the context already
                 if inspect.iscoroutinefunction(method):
                     return method(*args, **kwargs)
                 if inline:
@@ -491,6 +469,25 @@ class InProcessHandle:
 
 async def _completed(method, *args: Any, **kwargs: Any) -> Any:
     return method(*args, **kwargs)
+
+
+def fused_steps(settings_overrides: dict[str, Any] | None) -> tuple[InProcessHandle, InProcessHandle, InProcessHandle]:
+    """Decrypt, intent and encrypt inside the calling process (fused mode, and the bench's
+    in-process floor). Decrypting and encrypting one message take well under a millisecond,
+    so a thread hop would cost more than the work; intent may embed the question (kNN): a thread."""
+    from functions.decrypt.deployment import DecryptServer
+    from functions.encrypt.deployment import EncryptServer
+    from functions.intent.deployment import IntentServer
+
+    return (InProcessHandle(DecryptServer(settings_overrides), inline=True),
+            InProcessHandle(IntentServer(settings_overrides)),
+            InProcessHandle(EncryptServer(settings_overrides), inline=True))
+
+
+def _carrying_trace(handle: Any) -> Any:
+    """A Serve handle's calls carry the message's trace to the replica. An in-process one
+    needs nothing: its spans find the caller's in the context."""
+    return handle if isinstance(handle, InProcessHandle) else TracedHandle(handle)
 
 
 def http_app(ingress: Ingress) -> FastAPI:
@@ -534,14 +531,6 @@ def _log_failure(step: str, exc: BaseException) -> None:
     """The error type at ERROR; the traceback, which may quote message text, only at DEBUG."""
     logger().error("%s failed: %s", step, type(exc).__name__)
     logger().debug("%s traceback", step, exc_info=exc)
-
-
-def _observe(record, *args: Any, **kwargs: Any) -> None:
-    """Telemetry on the message path: a failure is logged, never raised into delivery."""
-    try:
-        record(*args, **kwargs)
-    except Exception as exc:
-        _log_failure("telemetry", exc)
 
 
 def _unavailable(step: str, exc: BaseException) -> Response:
@@ -621,13 +610,17 @@ def read_serve_config(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[
 # ---- the command line ------------------------------------------------------------------
 
 
-THROUGHPUT_FLAGS = {
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    # Direct ingress drains an ingress replica for 30 s before it stops, so a load balancer
-    # can deregister it; one machine has none, and Ctrl-C took a minute. Clusters set their own.
-    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
-}
+THROUGHPUT_FLAGS = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+# Direct ingress drains an ingress replica for 30 s before it stops, so a load balancer can
+# deregister it; one machine has none, and Ctrl-C took a minute. Clusters set their own.
+ONE_MACHINE_SERVE_ENV = {**THROUGHPUT_FLAGS, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
+
+
+def apply_one_machine_serve_env() -> None:
+    """Before Ray starts (its processes read these once): what one machine runs best with,
+    unless the environment already says otherwise."""
+    for name, value in ONE_MACHINE_SERVE_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def _cmd_up(opts: argparse.Namespace) -> int:
@@ -639,8 +632,7 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Serve's throughput-optimized mode and its haproxy proxy: `wxassist bench pipeline`
     # measured 1.6x the messages/s of Serve's defaults on 2 cores. Set either to 0 to opt out.
-    for flag, value in THROUGHPUT_FLAGS.items():
-        os.environ.setdefault(flag, value)
+    apply_one_machine_serve_env()
     dev_credentials = None
     if settings.wechat_token is None:
         dev_credentials, generated = ensure_dev_credentials(home)

@@ -22,7 +22,7 @@ class ServeConfigError(ValueError):
 @dataclass(frozen=True)
 class ServeConfig:
     path: Path
-    text: str  # serveConfigV2, exactly the validated file's content re-emitted as YAML
+    text: str  # serveConfigV2: the validated file's own text
     gpus_per_replica: dict[str, float]  # deployment -> num_gpus, where it asks for any
     max_replicas: dict[str, int]  # deployment -> replicas at peak
 
@@ -53,4 +53,4 @@ def load_serve_config(relative_path: str) -> ServeConfig:
             peak[deployment.name] = int(autoscaling.get("max_replicas") or options.get("num_replicas") or 1)
             if actor.get("num_gpus"):
                 gpus[deployment.name] = float(actor["num_gpus"])
-    return ServeConfig(path, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), gpus, peak)
+    return ServeConfig(path, path.read_text(encoding="utf-8"), gpus, peak)

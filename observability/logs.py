@@ -12,6 +12,7 @@ import logging
 import os
 
 LOGGER_NAME = "wxassist"
+EVENT_FIELDS = "wxassist_fields"  # a record attribute: an event's fields, for JSON lines
 
 
 def hashed_user(user_id: str) -> str:
@@ -23,22 +24,20 @@ def logger() -> logging.Logger:
 
 
 def log_event(event: str, **fields: object) -> None:
-    """One line per event; JSON when WXA_LOG_JSON=1, ``key=value`` otherwise."""
+    """One line per event: ``event key=value …`` as text; the fields travel on the record
+    too, so JSON lines (WXA_LOG_JSON=1) carry them as fields, not as an escaped string."""
     log = logger()
-    if not log.isEnabledFor(logging.INFO):
-        return
-    if os.environ.get("WXA_LOG_JSON") == "1":
-        log.info(json.dumps({"event": event, **fields}, ensure_ascii=False, default=str))
-    else:
-        log.info(" ".join([event, *(f"{key}={value}" for key, value in fields.items())]))
+    if log.isEnabledFor(logging.INFO):
+        log.info(" ".join([event, *(f"{key}={value}" for key, value in fields.items())]),
+                 extra={EVENT_FIELDS: {"event": event, **fields}})
 
 
 def audit_event(event: str, **fields: object) -> None:
     """A decision operators must be able to account for (filters, limits), on its own logger
     (``wxassist.audit``) so it can be routed to its own file. Never message content."""
-    logging.getLogger(f"{LOGGER_NAME}.audit").info(
-        json.dumps({"event": event, **fields}, ensure_ascii=False, default=str)
-    )
+    record = {"event": event, **fields}
+    logging.getLogger(f"{LOGGER_NAME}.audit").info(json.dumps(record, ensure_ascii=False, default=str),
+                                                   extra={EVENT_FIELDS: record})
 
 
 class TraceIds(logging.Filter):
@@ -57,8 +56,9 @@ class TraceIds(logging.Filter):
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                "message": record.getMessage(), "trace_id": getattr(record, "trace_id", "-"),
-                "span_id": getattr(record, "span_id", "-")}
+                "trace_id": getattr(record, "trace_id", "-"), "span_id": getattr(record, "span_id", "-")}
+        fields = getattr(record, EVENT_FIELDS, None)  # an event's own fields, not its text rendering
+        line.update(fields if fields is not None else {"message": record.getMessage()})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, default=str)

@@ -9,7 +9,8 @@ message's first trace (the first traceparent is kept in the state store for that
 
 from __future__ import annotations
 
-import hashlib
+import functools
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from functions.common.ledger import dedupe_digest
 from functions.common.outbox import DEAD_QUEUE, PENDING_QUEUE
 from functions.common.records import InboundMessage
 from functions.common.state import StateStore
@@ -26,6 +28,22 @@ from observability.logs import hashed_user
 from observability.tracing import current_traceparent, extract, in_span, link_to, set_attributes, start_span
 
 TRACE_KEY_PREFIX = "wxa:trace:"
+
+log = logging.getLogger("wxassist.telemetry")
+
+
+def _never_raises(record):
+    """Telemetry sits on the message path: a failure is logged, never raised into delivery."""
+
+    @functools.wraps(record)
+    def guarded(*args, **kwargs):
+        try:
+            return record(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            log.error("telemetry %s failed: %s", record.__name__, type(exc).__name__)
+            return None
+
+    return guarded
 
 
 class MessageTelemetry:
@@ -41,9 +59,10 @@ class MessageTelemetry:
                         attributes={"wxassist.account": account}) as span:
             yield span
 
+    @_never_raises
     def opened(self, message: InboundMessage) -> None:
         """After decrypt: who and which message (hashed user, no content)."""
-        set_attributes(**{"wechat.msg_id": message.msg_id or _event_id(message), "wechat.msg_type": message.msg_type,
+        set_attributes(**{"wechat.msg_id": message_id(message), "wechat.msg_type": message.msg_type,
                           "wxassist.user": hashed_user(message.from_user)})
 
     def needs_link(self, deliveries: int, passive_reply: bool) -> bool:
@@ -55,7 +74,7 @@ class MessageTelemetry:
     def link_deliveries(self, message: InboundMessage, deliveries: int) -> None:
         """In a thread (it touches the store): the first trace of a message is kept; a
         retry's span links to it."""
-        key = TRACE_KEY_PREFIX + hashlib.sha256(repr(message.dedupe_key).encode("utf-8")).hexdigest()[:32]
+        key = TRACE_KEY_PREFIX + dedupe_digest(message.dedupe_key)
         own = current_traceparent()
         if self._store.set_if_absent(key, own, self._trace_ttl_s) or deliveries == 1:
             return
@@ -67,6 +86,7 @@ class MessageTelemetry:
                 span.add_link(link.context, {"wxassist.link": "first_delivery"})
                 span.set_attribute("wxassist.retry_of", f"{link.context.trace_id:032x}")
 
+    @_never_raises
     def delivered(self, outcome_kind: str, deliveries: int, passive_reply: bool) -> None:
         metrics.DELIVERIES.labels(outcome_kind).inc()
         if passive_reply:
@@ -74,6 +94,7 @@ class MessageTelemetry:
         set_attributes(**{"wxassist.outcome": outcome_kind, "wxassist.deliveries": deliveries,
                           "wxassist.delivery": "passive" if passive_reply else outcome_kind})
 
+    @_never_raises
     def rejected(self, reason: str) -> None:
         metrics.DELIVERIES.labels("rejected").inc()
         set_attributes(**{"error.type": reason, "wxassist.outcome": "rejected"})
@@ -81,10 +102,11 @@ class MessageTelemetry:
     @contextmanager
     def answer_span(self, message: InboundMessage) -> Iterator[Any]:
         with start_span("answer", attributes={
-                "wxassist.account": message.account, "wechat.msg_id": message.msg_id or _event_id(message),
+                "wxassist.account": message.account, "wechat.msg_id": message_id(message),
                 "wxassist.user": hashed_user(message.from_user)}) as span:
             yield span
 
+    @_never_raises
     def answered(self, details: Mapping[str, Any], started_s: float, deadline_s: float | None) -> None:
         """The job's outcome on its span and in the metrics. ``details`` is what the log line
         says (route, grounding, tokens, …): no text."""
@@ -118,6 +140,7 @@ class MessageTelemetry:
         return metrics.exposition(self._store, self.source, refresh)
 
 
-def _event_id(message: InboundMessage) -> str:
-    """Events carry no MsgId: the sender and the time stand for one (as in the ledger)."""
-    return f"event:{message.create_time}"
+def message_id(message: InboundMessage) -> str:
+    """The MsgId; events carry none, so their CreateTime stands for one (``wxassist trace``
+    takes ``event:<CreateTime>``)."""
+    return message.msg_id or f"event:{message.create_time}"

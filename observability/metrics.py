@@ -38,7 +38,7 @@ ANSWER_SECONDS = Histogram("wxassist_answer_seconds", "From a message's arrival 
                            buckets=ANSWER_BUCKETS_S, registry=REGISTRY)
 DEADLINE_MISSES = Counter("wxassist_deadline_misses", "Answers ready after the last passive window closed",
                           registry=REGISTRY)
-REPLIES = Counter("wxassist_replies", "Replies that reached the user, by how: passive, pushed or held",
+REPLIES = Counter("wxassist_replies", "Replies that reached the user, by how: passive or pushed",
                   ["mode"], registry=REGISTRY)
 DELIVERIES = Counter("wxassist_deliveries", "WeChat's deliveries (retries included), by outcome", ["outcome"],
                      registry=REGISTRY)
@@ -160,11 +160,14 @@ def in_serve_replica() -> bool:
     return True
 
 
-def replica_publisher(function: str, settings) -> MetricsPublisher | None:
+def replica_publisher(function: str, settings, store: StateStore | None = None) -> MetricsPublisher | None:
     """A publisher when this process is a Serve replica; None elsewhere (tests, benchmarks,
-    the fused ingress's in-process steps), where the calling process serves or ignores them."""
+    the fused ingress's in-process steps), where the calling process serves or ignores them.
+    ``store``: the replica's own connection, when it has one."""
     if not in_serve_replica():
         return None
-    from functions.common.state import open_state_store
+    if store is None:
+        from functions.common.state import open_state_store
 
-    return MetricsPublisher(open_state_store(settings.state_location()), function)
+        store = open_state_store(settings.state_location())
+    return MetricsPublisher(store, function)

@@ -69,8 +69,7 @@ def exporter_choice(requested: str, environ: Mapping[str, str] | None = None) ->
     return "file"
 
 
-def configure_tracing(function: str, exporter: str = "auto", trace_dir: Path | None = None,
-                      file_max_bytes: int = 64 * 1024 * 1024) -> None:
+def configure_tracing(function: str, exporter: str, trace_dir: Path, file_max_bytes: int) -> None:
     """Once per process (later calls keep the first set-up): a replica is one process."""
     global _provider, _memory
     with _lock:
@@ -81,8 +80,7 @@ def configure_tracing(function: str, exporter: str = "auto", trace_dir: Path | N
                                     "wxassist.function": function})
         provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER, parent-based by default
         if choice == "file":
-            directory = trace_dir or Path(".wxassist/traces")
-            provider.add_span_processor(BatchSpanProcessor(JsonlSpanExporter(directory, function, file_max_bytes),
+            provider.add_span_processor(BatchSpanProcessor(JsonlSpanExporter(trace_dir, function, file_max_bytes),
                                                            schedule_delay_millis=500))
         elif choice == "console":
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
@@ -120,14 +118,17 @@ def tracer() -> trace.Tracer:
     return provider.get_tracer(TRACER_NAME) if provider is not None else trace.NoOpTracer()
 
 
-def flush(timeout_ms: int = 5000) -> None:
-    if _provider is not None:
-        _provider.force_flush(timeout_ms)
-
-
 def finished_spans() -> list[dict[str, Any]]:
     """The spans the in-memory exporter holds in this process, as records; [] otherwise."""
     return [span_record(span) for span in _memory.get_finished_spans()] if _memory is not None else []
+
+
+class ReportsSpans:
+    """For deployments: tests fetch a replica's in-memory spans through its handle."""
+
+    def finished_spans(self) -> list[dict[str, Any]]:
+        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
+        return finished_spans()
 
 
 # ---- propagation ------------------------------------------------------------------------
@@ -172,16 +173,19 @@ class TracedHandle:
         self._handle = handle
 
     def __getattr__(self, name: str) -> Any:
-        method = getattr(self._handle, name)
+        return _TracedMethod(getattr(self._handle, name))
 
-        class _Call:
-            @staticmethod
-            def remote(*args: Any, **kwargs: Any):
-                if in_span():
-                    kwargs[TRACE_KWARG] = inject()
-                return method.remote(*args, **kwargs)
 
-        return _Call()
+class _TracedMethod:
+    __slots__ = ("_method",)
+
+    def __init__(self, method: Any):
+        self._method = method
+
+    def remote(self, *args: Any, **kwargs: Any):
+        if in_span():
+            kwargs[TRACE_KWARG] = inject()
+        return self._method.remote(*args, **kwargs)
 
 
 def traced(function: str, kind: SpanKind = SpanKind.SERVER) -> Callable:
@@ -279,12 +283,12 @@ class JsonlSpanExporter(SpanExporter):
         self._path = Path(directory) / f"{function}-{os.getpid()}.jsonl"
         self._max_bytes = max_bytes
         self._write_lock = threading.Lock()
+        self._path.parent.mkdir(parents=True, exist_ok=True)
 
     def export(self, spans) -> SpanExportResult:
         lines = "".join(json.dumps(span_record(span), ensure_ascii=False, default=str) + "\n" for span in spans)
         try:
             with self._write_lock:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
                 with self._path.open("a", encoding="utf-8") as out:
                     out.write(lines)
                     full = out.tell() > self._max_bytes

@@ -55,10 +55,15 @@ class Claim:
     entry: LedgerEntry
 
 
-def ledger_key(dedupe_key: tuple[str, str, str]) -> str:
+def dedupe_digest(dedupe_key: tuple[str, str, str]) -> str:
+    """A message's identity without its user's openid: for store keys and job ids."""
     account, user, message = dedupe_key
     digest = hashlib.sha256(f"{user}\0{message}".encode()).hexdigest()[:32]
-    return f"{KEY_PREFIX}{account}:{digest}"
+    return f"{account}:{digest}"
+
+
+def ledger_key(dedupe_key: tuple[str, str, str]) -> str:
+    return KEY_PREFIX + dedupe_digest(dedupe_key)
 
 
 class ClaimLedger:

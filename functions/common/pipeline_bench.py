@@ -96,7 +96,8 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...],
     from functions.common.platform_api import free_port
     from functions.common.settings import ensure_dev_credentials, load_settings
     from functions.generate.paced_engine import PacedEngine
-    from serve_app import APP_NAME, DEFAULT_SERVE_CONFIG, THROUGHPUT_FLAGS, compose_app, read_serve_config
+    from serve_app import APP_NAME, DEFAULT_SERVE_CONFIG, THROUGHPUT_FLAGS, apply_one_machine_serve_env, compose_app, \
+        read_serve_config
 
     home = Path(tempfile.mkdtemp(prefix="wxassist-pipeline-"))
     overrides = {"home": str(home), "user_burst": 0, "account_burst": 0, "intent_knn": False,
@@ -114,16 +115,14 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...],
             if ingress_replicas is not None:
                 options["ingress"]["num_replicas"] = ingress_replicas
             ingress_replicas = options["ingress"].get("num_replicas", 1)
-            for flag, value in THROUGHPUT_FLAGS.items():  # read by Ray's processes when they start
-                os.environ.setdefault(flag, value)
+            apply_one_machine_serve_env()
             port = free_port()
             ray.init(include_dashboard=False, logging_level="ERROR", num_cpus=2, log_to_driver=False)
             serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
             for mode in serve_modes:
                 app = compose_app({**app_args, **overrides, "home": str(home / mode), "pipeline_mode": mode},
                                   options, **engine)
-                ensure_dev_credentials(home / mode)
-                shutil.copy(home / "dev-credentials.json", home / mode / "dev-credentials.json")
+                _share_credentials(home, home / mode)
                 serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": "WARNING"})
                 callbacks = _callbacks(account, messages + concurrency)
                 results[mode] = asyncio.run(_bench(f"http://127.0.0.1:{port}", callbacks[concurrency:],
@@ -138,7 +137,7 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...],
             serve.shutdown()
             ray.shutdown()
         shutil.rmtree(home, ignore_errors=True)
-    flags = {flag: os.environ.get(flag, "0") for flag in THROUGHPUT_FLAGS if "DRAINING" not in flag}
+    flags = {flag: os.environ.get(flag, "0") for flag in THROUGHPUT_FLAGS}
     return {"modes": results, "messages": messages, "concurrency": concurrency, "ingress_replicas": ingress_replicas,
             "serve_flags": flags}
 
@@ -151,8 +150,7 @@ def _inprocess(overrides, engine, account, messages: int, concurrency: int) -> d
     from functions.common.platform_api import free_port
 
     home = Path(overrides["home"]) / "inprocess"
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(overrides["home"]) / "dev-credentials.json", home / "dev-credentials.json")
+    _share_credentials(Path(overrides["home"]), home)
     port = free_port()
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
@@ -170,13 +168,16 @@ def _inprocess(overrides, engine, account, messages: int, concurrency: int) -> d
         server.join(timeout=30)
 
 
+def _share_credentials(home: Path, mode_home: Path) -> None:
+    """Each mode has a home of its own (its state), with the account the callbacks were signed for."""
+    mode_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(home / "dev-credentials.json", mode_home / "dev-credentials.json")
+
+
 def _serve_inprocess(settings_overrides, engine, port: int, ready) -> None:
     import uvicorn
 
-    from functions.decrypt.deployment import DecryptServer
-    from functions.encrypt.deployment import EncryptServer
     from functions.generate.deployment import GenerateServer
-    from functions.intent.deployment import IntentServer
     from functions.retrieve.deployment import RetrieveServer
     from serve_app import InProcessHandle, Ingress, http_app
 
@@ -185,14 +186,10 @@ def _serve_inprocess(settings_overrides, engine, port: int, ready) -> None:
             return True
 
     async def serve() -> None:
-        ingress = Ingress(
-            InProcessHandle(DecryptServer(settings_overrides), inline=True),
-            InProcessHandle(IntentServer(settings_overrides)),
-            InProcessHandle(RetrieveServer(settings_overrides)),
-            InProcessHandle(GenerateServer(**engine, settings_overrides=settings_overrides)),
-            InProcessHandle(EncryptServer(settings_overrides), inline=True),
-            InProcessHandle(NoPush()),
-            settings_overrides,
+        ingress = Ingress(  # None: the ingress runs decrypt, intent and encrypt itself, as fused mode does
+            None, None, InProcessHandle(RetrieveServer(settings_overrides)),
+            InProcessHandle(GenerateServer(**engine, settings_overrides=settings_overrides)), None,
+            InProcessHandle(NoPush()), settings_overrides,
         )
         await ingress.warm_up()
         server = uvicorn.Server(uvicorn.Config(http_app(ingress), host="127.0.0.1", port=port, log_level="warning"))

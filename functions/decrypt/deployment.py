@@ -10,10 +10,10 @@ from functions.common.records import InboundMessage, Rejection
 from functions.common.settings import load_settings
 from functions.decrypt.core import CallbackVerifier
 from observability.logs import hashed_user
-from observability.tracing import configure_for, finished_spans, record_error, set_attributes, traced
+from observability.tracing import ReportsSpans, configure_for, record_error, set_attributes, traced
 
 
-class DecryptServer:
+class DecryptServer(ReportsSpans):
     def __init__(self, settings_overrides: dict[str, Any] | None = None, clock: Clock | None = None):
         settings = load_settings(**(settings_overrides or {}))
         configure_for("decrypt", settings)
@@ -27,10 +27,6 @@ class DecryptServer:
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
-
-    def finished_spans(self) -> list[dict]:
-        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
-        return finished_spans()
 
     @traced("decrypt")
     def verify_url(self, account: str, query: dict[str, str]) -> str | Rejection:

@@ -10,10 +10,10 @@ from functions.common.sensitive import SensitiveWordFilter, word_lists_from
 from functions.common.settings import load_settings
 from functions.encrypt.core import ReplySealer, render_answer_text
 from observability.logs import audit_event, hashed_user
-from observability.tracing import configure_for, finished_spans, traced
+from observability.tracing import ReportsSpans, configure_for, traced
 
 
-class EncryptServer:
+class EncryptServer(ReportsSpans):
     def __init__(
         self,
         settings_overrides: dict[str, Any] | None = None,
@@ -34,10 +34,6 @@ class EncryptServer:
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
-
-    def finished_spans(self) -> list[dict]:
-        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
-        return finished_spans()
 
     @traced("encrypt")
     def text_reply(self, message: InboundMessage, text: str, sources: tuple[str, ...] = ()) -> Reply:

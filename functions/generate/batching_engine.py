@@ -4,7 +4,8 @@ Every ``complete`` call, from any thread, becomes a request in transformers'
 ``ContinuousBatchingManager``: one background loop runs forward passes over all requests in
 flight, each step a batch, and a request joins at the next step and leaves as soon as it
 ends, never waiting for the longest answer in its batch. ``bench/generate.py`` measures it
-against one ``model.generate`` per request (the naive way) and against padded static batches.
+against one ``model.generate`` per request (the naive way); ``bench/gpu_generate.py`` also
+against static batches.
 
 dtype: bf16 on CUDA, and on CPUs with native bf16 matrix units (AMX / AVX512-BF16), where
 batched bf16 steps run several times faster than fp32; fp32 on other CPUs.

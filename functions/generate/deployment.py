@@ -16,7 +16,7 @@ from functions.common.settings import Settings, load_settings
 from functions.generate.core import Generator
 from functions.generate.pace import DecodePace
 from observability import metrics
-from observability.tracing import configure_for, finished_spans, set_attributes, traced
+from observability.tracing import ReportsSpans, configure_for, set_attributes, traced
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def default_engine(settings: Settings) -> tuple[type, dict[str, Any]]:
                                       "max_new_tokens": settings.max_new_tokens}
 
 
-class GenerateServer:
+class GenerateServer(ReportsSpans):
     def __init__(
         self,
         engine_cls: type | None = None,
@@ -89,10 +89,6 @@ class GenerateServer:
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
-
-    def finished_spans(self) -> list[dict]:
-        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
-        return finished_spans()
 
     @traced("generate")
     async def answer(

@@ -3,8 +3,9 @@
 With continuous batching a request's speed depends on how many others share its forward
 passes: the same replica that gives one user 15 tokens/s gives each of 16 users 5. A fixed
 tokens-per-second setting is wrong in one direction or the other, so the replica measures
-it: every answer updates a moving average of wall seconds per generated token, prompt and
-queueing included (what a deadline actually has to cover).
+it: every answer updates a moving average of wall seconds per generated token, the prompt
+and the waiting for a place in the running batch included. The wait for a thread before
+that is not: the deadline is read after it, so it is already spent.
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ class DecodePace:
         self._min_new_tokens = min_new_tokens
         self._margin_s = margin_s  # the clean-up, the checks and the hop back after generation
         self._lock = threading.Lock()
-
-    @property
-    def seconds_per_token(self) -> float:
-        return self._seconds_per_token
 
     def observe(self, elapsed_s: float, tokens_out: int) -> None:
         if tokens_out < 1 or elapsed_s <= 0:

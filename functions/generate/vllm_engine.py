@@ -20,16 +20,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from functions.common.errors import ModelError
-from functions.generate.batching_engine import prompt_ids
+from functions.generate.batching_engine import REPLACEMENT_CHAR, prompt_ids
 from functions.generate.core import Completion, Message
-
-REPLACEMENT_CHAR = "\ufffd"
-
 
 class VllmEngine:
     def __init__(self, model_dir: str | Path, *, max_requests: int = 32, dtype: str = "auto",
                  gpu_memory_utilization: float = 0.85, max_model_len: int = 4096,
-                 request_timeout_s: float = 300.0, **_ignored):
+                 request_timeout_s: float = 300.0):
         try:
             from vllm import AsyncEngineArgs, AsyncLLMEngine
         except ImportError as exc:
@@ -47,8 +44,7 @@ class VllmEngine:
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self._ids = itertools.count()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="wxassist-vllm", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._loop.run_forever, name="wxassist-vllm", daemon=True).start()
         arguments = AsyncEngineArgs(model=str(model_dir), dtype=self.dtype, max_num_seqs=max_requests,
                                     gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                                     enable_prefix_caching=True)  # every prompt opens with the same system text

@@ -14,10 +14,10 @@ from functions.intent.core import IntentClassifier, IntentTexts
 from functions.intent.knn import BUNDLED_EXAMPLES, HybridEmbedding, KnnIntent, read_examples
 from functions.intent.tools import load_tools
 from observability.logs import audit_event, hashed_user
-from observability.tracing import configure_for, finished_spans, set_attributes, traced
+from observability.tracing import ReportsSpans, configure_for, set_attributes, traced
 
 
-class IntentServer:
+class IntentServer(ReportsSpans):
     def __init__(self, settings_overrides: dict[str, Any] | None = None):
         settings = load_settings(**(settings_overrides or {}))
         configure_for("intent", settings)
@@ -44,10 +44,6 @@ class IntentServer:
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
-
-    def finished_spans(self) -> list[dict]:
-        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
-        return finished_spans()
 
     @traced("intent")
     def classify(self, message: InboundMessage) -> Intent:

@@ -15,13 +15,13 @@ from functions.push.core import CustomerServiceSender, PushAttempt, PushWorker
 from functions.push.wechat_api import WeChatSender
 from observability import metrics
 from observability.logs import hashed_user
-from observability.tracing import configure_for, finished_spans, tracer
+from observability.tracing import ReportsSpans, configure_for, tracer
 from opentelemetry.trace import Status, StatusCode
 
 logger = logging.getLogger("wxassist.push")
 
 
-class PushServer:
+class PushServer(ReportsSpans):
     def __init__(
         self,
         settings_overrides: dict[str, Any] | None = None,
@@ -35,7 +35,7 @@ class PushServer:
         sender = sender or WeChatSender(settings.account_map(), store, settings.wechat_api_base)
         self._worker = PushWorker(Outbox(store, clock, lease_s=settings.push_lease_s), sender, store,
                                   on_attempt=observe_attempt)
-        self._publisher = metrics.replica_publisher("push", settings)
+        self._publisher = metrics.replica_publisher("push", settings, store)
         self._poll_s = settings.push_poll_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain_forever, name="outbox-drain", daemon=True)
@@ -44,10 +44,6 @@ class PushServer:
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
-
-    def finished_spans(self) -> list[dict]:
-        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
-        return finished_spans()
 
     def _drain_forever(self) -> None:
         while not self._stop.wait(self._poll_s):

@@ -12,10 +12,10 @@ from functions.common.records import Found, Passage
 from functions.common.settings import load_settings
 from functions.retrieve.core import Retriever
 from functions.retrieve.faq import FaqMatcher
-from observability.tracing import configure_for, finished_spans, set_attributes, traced
+from observability.tracing import ReportsSpans, configure_for, set_attributes, traced
 
 
-class RetrieveServer:
+class RetrieveServer(ReportsSpans):
     def __init__(self, settings_overrides: dict[str, Any] | None = None):
         settings = load_settings(**(settings_overrides or {}))
         configure_for("retrieve", settings)
@@ -32,10 +32,6 @@ class RetrieveServer:
     def ready(self) -> bool:
         """A no-op the ingress calls at start, so handles are routed before the first user."""
         return True
-
-    def finished_spans(self) -> list[dict]:
-        """Spans this replica's in-memory exporter holds (WXA_TRACE_EXPORTER=memory; tests)."""
-        return finished_spans()
 
     @traced("retrieve")
     def find(self, question: str, query: str, faq: bool = True, cache_account: str | None = None) -> Found:

@@ -14,12 +14,6 @@ PROD = {"environment": "prod", "serve_config": "deploy/prod.yaml",
         "gpu": {"on_demand_base": 2, "spot_max": 6, "min_nodes": 2}}
 
 
-@pytest.mark.parametrize("deploy_file", ["deploy/local.yaml", "deploy/dev.yaml", "deploy/prod.yaml"])
-def test_each_deploy_file_is_emitted_as_the_same_config_ray_validated(deploy_file):
-    serve = load_serve_config(deploy_file)
-    assert yaml.safe_load(serve.text) == yaml.safe_load((REPO_DIR / deploy_file).read_text(encoding="utf-8"))
-
-
 def test_the_gpu_need_is_read_from_the_serve_config():
     prod = load_serve_config("deploy/prod.yaml")
     assert prod.gpus_per_replica == {"generate": 1.0}

@@ -11,7 +11,7 @@ import pytest
 
 from functions.common.emulator import UserMessage
 from functions.common.settings import Settings
-from tests.serve.conftest import CROWDED_GENERATE_ONGOING, CROWDED_GENERATE_QUEUE
+from tests.serve.conftest import CROWDED_GENERATE_QUEUE
 
 pytestmark = pytest.mark.serve
 
@@ -19,9 +19,7 @@ ANSWER = "青禾家居支持7天无理由退货"
 
 
 def test_a_burst_past_the_generate_queue_gets_deferred_answers_delivered_once(crowded_service):
-    capacity = CROWDED_GENERATE_ONGOING + CROWDED_GENERATE_QUEUE
-    users = [f"o-crowd-{index}" for index in range(5 * CROWDED_GENERATE_QUEUE)]
-    assert len(users) > capacity
+    users = [f"o-crowd-{index}" for index in range(5 * CROWDED_GENERATE_QUEUE)]  # 5x the queue, as the issue asks
 
     async def burst():
         return await asyncio.gather(*(

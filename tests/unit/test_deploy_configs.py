@@ -21,6 +21,8 @@ def test_each_serve_config_is_valid_and_bounds_the_generate_queue(config):
     assert set(options) == DEPLOYMENTS
     generate = options["generate"]
     assert generate["max_queued_requests"] > 0
+    # More in flight than the engine batches would wait inside the replica, unseen by Serve's queue.
+    assert generate["max_ongoing_requests"] <= load_settings(**args).generate_batch
     autoscaling = generate.get("autoscaling_config")
     if autoscaling:  # replicas follow the traffic: bounded, and quick to add for bursts
         assert autoscaling["max_replicas"] >= max(1, autoscaling["min_replicas"])

@@ -25,7 +25,3 @@ def test_without_vllm_installed_the_engine_refuses_to_start_and_says_what_is_mis
     with pytest.raises(ModelError, match="needs the vllm package"):
         VllmEngine(tmp_path)
 
-
-def test_an_unknown_engine_is_a_settings_error(tmp_path):
-    with pytest.raises(ValueError, match="generate_engine"):
-        Settings(home=tmp_path, generate_engine="tensorrt")

@@ -215,3 +215,18 @@ def test_an_exception_escaping_a_traced_step_is_recorded_by_its_type_only(spans)
     assert failed.attributes["error.type"] == "ValueError"
     assert not failed.events  # the SDK would add the message and the stack as an event
     assert "13800000000" not in (failed.status.description or "")
+
+
+def test_json_log_lines_carry_an_events_fields_as_fields(monkeypatch, capsys):
+    from observability.logs import configure_logging, log_event
+
+    monkeypatch.setenv("WXA_LOG_JSON", "1")
+    configure_logging("INFO")
+    try:
+        log_event("delivered", account="default", outcome="passive")
+        line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+        assert line["event"] == "delivered" and line["outcome"] == "passive" and "message" not in line
+        assert line["trace_id"] == "-"
+    finally:
+        monkeypatch.delenv("WXA_LOG_JSON")
+        configure_logging("INFO")  # back to text lines for the tests after this one
