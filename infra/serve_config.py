@@ -24,10 +24,16 @@ class ServeConfig:
     path: Path
     text: str  # serveConfigV2: the validated file's own text
     gpus_per_replica: dict[str, float]  # deployment -> num_gpus, where it asks for any
+    cpus_per_replica: dict[str, float]  # deployment -> num_cpus (Ray's default: 1)
     max_replicas: dict[str, int]  # deployment -> replicas at peak
 
     def peak_gpus(self) -> float:
         return sum(gpus * self.max_replicas[name] for name, gpus in self.gpus_per_replica.items())
+
+    def peak_cpus_without_gpu(self) -> float:
+        """CPUs the deployments that run on CPU nodes ask for at peak."""
+        return sum(cpus * self.max_replicas[name] for name, cpus in self.cpus_per_replica.items()
+                   if name not in self.gpus_per_replica)
 
 
 def load_serve_config(relative_path: str) -> ServeConfig:
@@ -44,6 +50,7 @@ def load_serve_config(relative_path: str) -> ServeConfig:
         raise ServeConfigError(f"{relative_path} is not a valid Serve config: {exc.error_count()} error(s), "
                                f"first: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
     gpus: dict[str, float] = {}
+    cpus: dict[str, float] = {}
     peak: dict[str, int] = {}
     for application in schema.applications:
         for deployment in application.deployments:
@@ -51,6 +58,7 @@ def load_serve_config(relative_path: str) -> ServeConfig:
             actor = options.get("ray_actor_options") or {}
             autoscaling = options.get("autoscaling_config") or {}
             peak[deployment.name] = int(autoscaling.get("max_replicas") or options.get("num_replicas") or 1)
+            cpus[deployment.name] = float(actor.get("num_cpus", 1.0))
             if actor.get("num_gpus"):
                 gpus[deployment.name] = float(actor["num_gpus"])
-    return ServeConfig(path, path.read_text(encoding="utf-8"), gpus, peak)
+    return ServeConfig(path, path.read_text(encoding="utf-8"), gpus, cpus, peak)

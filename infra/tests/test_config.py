@@ -1,29 +1,33 @@
-"""Stack guardrails and the RayService's Serve config, without Pulumi or a cloud: a stack that
-is unsafe or could not run is refused with the setting named, before any resource exists."""
+"""Stack guardrails and the RayService's Serve config, without Pulumi's engine or a cloud: a
+stack that is unsafe or could not run is refused with the setting named, before any resource
+exists."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from infra.config import StackConfigError, parse_stack_config
+from infra.config import StackConfigError, parse_stack_config, stack_file_config, stack_values
 from infra.serve_config import REPO_DIR, ServeConfigError, load_serve_config
 
-DEV = {"environment": "dev", "serve_config": "deploy/dev.yaml", "gpu": {"on_demand_base": 0, "spot_max": 2}}
-PROD = {"environment": "prod", "serve_config": "deploy/prod.yaml",
-        "gpu": {"on_demand_base": 2, "spot_max": 6, "min_nodes": 2}}
+
+def shipped(stack: str) -> dict:
+    """Pulumi.<stack>.yaml's settings, as the program reads them."""
+    return stack_values(stack_file_config(stack))
+
+
+DEV, PROD = shipped("dev"), shipped("prod")
 
 
 def test_the_gpu_need_is_read_from_the_serve_config():
     prod = load_serve_config("deploy/prod.yaml")
-    assert prod.gpus_per_replica == {"generate": 1.0}
+    assert prod.gpus_per_replica == {"generate": 1.0} and prod.cpus_per_replica["generate"] == 4.0
     assert prod.max_replicas["generate"] == 8 and prod.peak_gpus() == 8
     assert load_serve_config("deploy/local.yaml").peak_gpus() == 0
 
 
 def test_an_invalid_serve_config_is_refused_with_where(tmp_path, monkeypatch):
-    broken = REPO_DIR / "deploy" / "prod.yaml"
-    raw = yaml.safe_load(broken.read_text(encoding="utf-8"))
+    raw = yaml.safe_load((REPO_DIR / "deploy" / "prod.yaml").read_text(encoding="utf-8"))
     raw["applications"][0]["deployments"][0]["max_ongoing_requests"] = "lots"
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     monkeypatch.setattr("infra.serve_config.REPO_DIR", tmp_path)
@@ -31,25 +35,60 @@ def test_an_invalid_serve_config_is_refused_with_where(tmp_path, monkeypatch):
         load_serve_config("broken.yaml")
 
 
+def test_stack_files_are_read_as_pulumi_hands_them_over():
+    assert DEV["gpu"] == {"instance_type": "g6.xlarge", "on_demand_base": 0, "spot_max": 2, "min_nodes": 0}
+    assert "wechat_appid" not in DEV and "wechat_token" not in DEV  # account keys are read apart
+    prod = parse_stack_config(PROD)
+    assert prod.zones == 3 and prod.kubernetes_version == "1.33"  # "3" counts; "1.33" stays a version
+    with pytest.raises(StackConfigError, match="wxassist:gpu: not valid structured config"):
+        stack_values({"wxassist:gpu": "{instance_type: g5"})
+
+
 def test_dev_and_prod_stacks_as_shipped_pass_every_guardrail():
-    assert parse_stack_config(DEV).load_serve().peak_gpus() <= 2
+    assert parse_stack_config(DEV).load_serve().peak_gpus() == 2
     assert parse_stack_config(PROD).load_serve().peak_gpus() == 8
 
 
+GPU_PROD = {"instance_type": "g5.2xlarge", "on_demand_base": 2, "spot_max": 6, "min_nodes": 2}
+
+
 @pytest.mark.parametrize(("change", "complaint"), [
-    ({"environment": "prod", "serve_config": "deploy/prod.yaml", "gpu": {"on_demand_base": 0, "spot_max": 8}},
-     "on_demand_base"),
-    ({**PROD, "gpu": {"on_demand_base": 2, "spot_max": 6, "min_nodes": 0}}, "min_nodes"),
+    ({**PROD, "gpu": {**GPU_PROD, "on_demand_base": 0, "min_nodes": 0}}, "on_demand_base >= 1"),
+    ({**PROD, "gpu": {**GPU_PROD, "min_nodes": 0}}, "min_nodes must be >= gpu.on_demand_base"),
+    ({**PROD, "redis_replicas": 0}, "redis_replicas >= 1"),
+    ({**PROD, "model": "deepseek-r1-distill-qwen-7b"}, "pins the model version"),
     ({**DEV, "bucket_versioning": False}, "bucket_versioning"),
     ({**DEV, "ssh_cidrs": ["0.0.0.0/0"]}, "SSH to the world"),
+    ({**DEV, "ssh_cidrs": ["10.0.0.0/8"]}, "needs ssh_key_name"),
     ({**DEV, "environment": "staging"}, "wxassist:environment"),
+    ({**DEV, "image": "registry.example.com/wxassist:latest"}, "image must be pinned"),
+    ({**DEV, "image": "registry.example.com/wxassist"}, "image must be pinned"),
+    ({**DEV, "object_store": "minio"}, "needs minio"),
+    ({**DEV, "gpu": {"instance_type": "m6i.xlarge"}}, "has no GPU"),
+    ({**DEV, "gpu": {"instance_type": "p9.huge"}}, "unknown instance type 'p9.huge'"),
+    ({**DEV, "redis_node_type": "cache.r9.huge"}, "redis_node_type: unknown"),
+    ({**DEV, "gpu_typo": {"spot_max": 9}}, "wxassist:gpu_typo: Extra inputs are not permitted"),
+    ({**DEV, "gpu": {**DEV["gpu"], "spotmax": 9}}, "wxassist:gpu.spotmax"),
 ])
-def test_unsafe_stacks_are_refused_naming_the_setting(change, complaint):
+def test_unsafe_or_mistyped_stacks_are_refused_naming_the_setting(change, complaint):
     with pytest.raises(StackConfigError, match=complaint):
         parse_stack_config(change)
 
 
 def test_gpu_nodes_too_few_for_the_serve_config_are_refused():
-    stack = parse_stack_config({**PROD, "gpu": {"on_demand_base": 1, "spot_max": 3, "min_nodes": 1}})
+    stack = parse_stack_config({**PROD, "gpu": {**GPU_PROD, "on_demand_base": 1, "spot_max": 3, "min_nodes": 1}})
     with pytest.raises(StackConfigError, match="asks for 8 GPUs at peak .* hold at most 4"):
+        stack.load_serve()
+
+
+def test_a_gpu_node_too_small_for_one_replica_is_refused():
+    # prod.yaml's generate replica asks for 4 CPUs; a g5.xlarge leaves Ray 3.
+    stack = parse_stack_config({**PROD, "gpu": {**GPU_PROD, "instance_type": "g5.xlarge"}})
+    with pytest.raises(StackConfigError, match="generate replica asks for 1 GPU and 4 CPU.*offers 1 GPU and 3 CPU"):
+        stack.load_serve()
+
+
+def test_cpu_nodes_too_few_for_the_serve_config_are_refused():
+    stack = parse_stack_config({**PROD, "cpu": {"instance_type": "m6i.large", "min_nodes": 1, "max_nodes": 2}})
+    with pytest.raises(StackConfigError, match="asks for 21 CPUs at peak outside the GPU replicas"):
         stack.load_serve()

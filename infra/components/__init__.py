@@ -1,0 +1,1 @@
+"""The stack's ComponentResources, one topic each; ``infra/stack.py`` wires them together."""

@@ -1,0 +1,83 @@
+"""The VPC: nodes, Redis and the Ray pods live in private subnets; public subnets hold only
+the NAT gateways and the load balancer WeChat calls."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import Naming
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    naming: Naming
+    cidr: str
+    zones: int
+    nat_per_zone: bool  # prod: losing one zone's NAT must not cut the others off
+
+
+def subnet_cidrs(cidr: str, zones: int) -> tuple[list[str], list[str]]:
+    """(public, private) blocks, a /20 each inside a /16: room for thousands of pods per zone
+    (the VPC CNI gives every pod a VPC address)."""
+    network = ipaddress.ip_network(cidr)
+    blocks = [str(block) for block in network.subnets(new_prefix=min(network.prefixlen + 4, 28))]
+    if len(blocks) < 2 * zones:
+        raise ValueError(f"vpc_cidr {cidr} is too small for {zones} zones")
+    return blocks[:zones], blocks[zones:2 * zones]
+
+
+class Network(pulumi.ComponentResource):
+    vpc_id: pulumi.Output[str]
+    public_subnet_ids: list[pulumi.Output[str]]
+    private_subnet_ids: list[pulumi.Output[str]]
+
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("wxassist:infra:Network", name, None, opts)
+        tags = args.naming.tags
+        child = pulumi.ResourceOptions(parent=self)
+        zones = aws.get_availability_zones_output(state="available", opts=pulumi.InvokeOptions(parent=self))
+        public_cidrs, private_cidrs = subnet_cidrs(args.cidr, args.zones)
+
+        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.cidr, enable_dns_hostnames=True, enable_dns_support=True,
+                          tags={**tags, "Name": f"{args.naming.prefix}-vpc"}, opts=child)
+        gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=tags, opts=child)
+        public_routes = aws.ec2.RouteTable(
+            f"{name}-public", vpc_id=vpc.id, routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": gateway.id}],
+            tags=tags, opts=child)
+
+        self.public_subnet_ids, self.private_subnet_ids = [], []
+        nat_ids: list[pulumi.Output[str]] = []
+        for index in range(args.zones):
+            zone = zones.names[index]
+            public = aws.ec2.Subnet(
+                f"{name}-public-{index}", vpc_id=vpc.id, cidr_block=public_cidrs[index], availability_zone=zone,
+                tags={**tags, "Name": f"{args.naming.prefix}-public-{index}", "kubernetes.io/role/elb": "1"},
+                opts=child)
+            aws.ec2.RouteTableAssociation(f"{name}-public-{index}", subnet_id=public.id,
+                                          route_table_id=public_routes.id, opts=child)
+            self.public_subnet_ids.append(public.id)
+            if index == 0 or args.nat_per_zone:
+                address = aws.ec2.Eip(f"{name}-nat-{index}", domain="vpc", tags=tags, opts=child)
+                nat = aws.ec2.NatGateway(f"{name}-nat-{index}", subnet_id=public.id, allocation_id=address.id,
+                                         tags=tags, opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]))
+                nat_ids.append(nat.id)
+
+            private = aws.ec2.Subnet(
+                f"{name}-private-{index}", vpc_id=vpc.id, cidr_block=private_cidrs[index], availability_zone=zone,
+                tags={**tags, "Name": f"{args.naming.prefix}-private-{index}", "kubernetes.io/role/internal-elb": "1"},
+                opts=child)
+            private_routes = aws.ec2.RouteTable(
+                f"{name}-private-{index}", vpc_id=vpc.id,
+                routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat_ids[min(index, len(nat_ids) - 1)]}],
+                tags=tags, opts=child)
+            aws.ec2.RouteTableAssociation(f"{name}-private-{index}", subnet_id=private.id,
+                                          route_table_id=private_routes.id, opts=child)
+            self.private_subnet_ids.append(private.id)
+
+        self.vpc_id = vpc.id
+        self.register_outputs({"vpc_id": vpc.id, "public_subnet_ids": self.public_subnet_ids,
+                               "private_subnet_ids": self.private_subnet_ids})

@@ -1,0 +1,145 @@
+"""The RayService KubeRay runs wxassist from: ``serveConfigV2`` is the validated
+``deploy/*.yaml`` text itself, the Ray cluster's worker groups mirror the node groups (a GPU
+group per market, so Ray's autoscaler fills the on-demand base before it asks for spot), and
+WeChat reaches the Serve proxies through a network load balancer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.components.node_groups import GPU_TAINT, MARKET_LABEL, POOL_LABEL, gpu_group_plans
+from infra.config import Naming, StackConfig
+from infra.instances import NodeType
+from infra.serve_config import ServeConfig
+
+SERVE_PORT = 8000  # http_options.port in deploy/*.yaml
+RAY_HOME = "/home/ray"
+# Ray's autoscaler hands an idle worker back after this; the cluster autoscaler then removes
+# the node (SCALE_DOWN_UNNEEDED later), so a spot GPU stays paid for ~15 idle minutes at most.
+WORKER_IDLE_TIMEOUT_S = 300
+
+
+def pod_resources(node: NodeType | None, *, gpus: int = 0, shares_node_with_head: bool = False) -> dict:
+    """Kubernetes requests for one Ray pod: a worker fills its node (one Ray pod per node,
+    less what the kubelet and daemonsets keep); the head is small and sits beside a CPU
+    worker. Ray's own CPU count is ``NodeType.ray_cpus`` either way (rayStartParams)."""
+    if node is None:
+        cpu, memory = 0.5, 3
+    elif shares_node_with_head:
+        cpu, memory = node.vcpus - 1.5, node.memory_gib - 6
+    else:
+        cpu, memory = node.vcpus - 0.5, node.memory_gib - 3
+    requests = {"cpu": f"{cpu:g}", "memory": f"{memory}Gi"}
+    limits = {"memory": f"{memory}Gi"}
+    if gpus:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def ray_container(name: str, image: str, resources: dict, env: list[dict], secret_name: str) -> dict:
+    return {"name": name, "image": image, "env": env, "envFrom": [{"secretRef": {"name": secret_name}}],
+            "ports": [{"name": "serve", "containerPort": SERVE_PORT}], "resources": resources,
+            # Serve's proxy drains for a few seconds on SIGTERM: in-flight replies finish.
+            "lifecycle": {"preStop": {"exec": {"command": ["sleep", "10"]}}}}
+
+
+def pod_template(*, labels: dict, service_account: pulumi.Input[str], container: dict,
+                 node_selector: dict, gpu: bool) -> dict:
+    spec: dict = {"serviceAccountName": service_account, "nodeSelector": node_selector,
+                  "terminationGracePeriodSeconds": 60, "containers": [container]}
+    if gpu:
+        spec["tolerations"] = [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+    return {"metadata": {"labels": labels}, "spec": spec}
+
+
+def callback_service(config: StackConfig, labels: dict) -> dict:
+    """The Serve proxies behind an internet-facing NLB: WeChat only calls ports 80 and 443."""
+    annotations = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
+    port = 80
+    if config.tls_certificate_arn:
+        port = 443
+        annotations.update({"service.beta.kubernetes.io/aws-load-balancer-ssl-cert": config.tls_certificate_arn,
+                            "service.beta.kubernetes.io/aws-load-balancer-ssl-ports": "443",
+                            "service.beta.kubernetes.io/aws-load-balancer-backend-protocol": "tcp"})
+    return {"metadata": {"name": "wxassist-callbacks", "labels": labels, "annotations": annotations},
+            "spec": {"type": "LoadBalancer", "ports": [{"name": "serve", "port": port, "targetPort": SERVE_PORT}]}}
+
+
+def ray_service_spec(*, config: StackConfig, serve: ServeConfig, ray_version: str, labels: dict,
+                     service_account: pulumi.Input[str], env: list[dict], secret_name: str) -> dict:
+    def container(name: str, resources: dict) -> dict:
+        return ray_container(name, config.image, resources, env, secret_name)
+
+    head = {
+        # No replicas on the head: losing a worker must not take the GCS with it.
+        "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+        "template": pod_template(labels=labels, service_account=service_account, container=container("ray-head", pod_resources(None)),
+                                 node_selector={POOL_LABEL: "cpu"}, gpu=False),
+    }
+    cpu_node = config.cpu_node
+    workers = [{
+        "groupName": "cpu", "replicas": config.cpu.min_nodes, "minReplicas": config.cpu.min_nodes,
+        "maxReplicas": config.cpu.max_nodes, "rayStartParams": {"num-cpus": str(cpu_node.ray_cpus)},
+        "template": pod_template(labels=labels, service_account=service_account,
+                                 container=container("ray-worker", pod_resources(cpu_node, shares_node_with_head=True)),
+                                 node_selector={POOL_LABEL: "cpu"}, gpu=False),
+    }]
+    gpu_node = config.gpu_node
+    for plan in gpu_group_plans(config):
+        workers.append({
+            "groupName": f"gpu-{plan.market}", "replicas": plan.min_size, "minReplicas": plan.min_size,
+            "maxReplicas": plan.max_size,
+            "rayStartParams": {"num-cpus": str(gpu_node.ray_cpus), "num-gpus": str(gpu_node.gpus)},
+            "template": pod_template(labels=labels, service_account=service_account,
+                                     container=container("ray-worker", pod_resources(gpu_node, gpus=gpu_node.gpus)),
+                                     node_selector={POOL_LABEL: "gpu", MARKET_LABEL: plan.market}, gpu=True),
+        })
+    return {
+        "serveConfigV2": serve.text,
+        "serveService": callback_service(config, labels),
+        "rayClusterConfig": {
+            "rayVersion": ray_version,
+            "enableInTreeAutoscaling": True,
+            "autoscalerOptions": {"idleTimeoutSeconds": WORKER_IDLE_TIMEOUT_S},
+            "headGroupSpec": head,
+            "workerGroupSpecs": workers,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class WxassistServiceArgs:
+    naming: Naming
+    config: StackConfig
+    serve: ServeConfig
+    ray_version: str
+    service_account: pulumi.Input[str]
+    env: dict[str, pulumi.Input[str]]  # plain settings
+    secret_env: dict[str, pulumi.Input[str]]  # WeChat keys, the state URI: a Kubernetes Secret
+
+
+class WxassistService(pulumi.ComponentResource):
+    name: pulumi.Output[str]
+    callback_service: str
+
+    def __init__(self, name: str, args: WxassistServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("wxassist:infra:WxassistService", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        namespace, labels = args.config.namespace, args.naming.labels
+        secret = k8s.core.v1.Secret(
+            f"{name}-env", metadata={"name": "wxassist-env", "namespace": namespace, "labels": labels},
+            string_data={key: pulumi.Output.secret(value) for key, value in args.secret_env.items()}, opts=child)
+        env = [{"name": key, "value": value} for key, value in sorted(args.env.items())]
+        service = k8s.apiextensions.CustomResource(
+            name, api_version="ray.io/v1", kind="RayService",
+            metadata={"name": "wxassist", "namespace": namespace, "labels": labels},
+            spec=ray_service_spec(config=args.config, serve=args.serve, ray_version=args.ray_version, labels=labels,
+                                  service_account=args.service_account, env=env,
+                                  secret_name="wxassist-env"),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]))
+        self.name = service.metadata["name"]
+        self.callback_service = "wxassist-callbacks"
+        self.register_outputs({"name": self.name})

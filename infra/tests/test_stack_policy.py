@@ -1,0 +1,289 @@
+"""Policy on what `pulumi up` would create, asserted on the program run under mocks: spot and
+on-demand GPUs where each stack wants them, no SSH from the world, a private, versioned and
+encrypted model bucket, a replica role that can only read it, the Serve config from deploy/,
+secrets kept secret, and every resource tagged or labelled with its stack and project."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from infra.serve_config import load_serve_config
+from infra.tests.stacks import TEST_SECRETS, Recorded, StackRun, run_stack
+
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")  # Pulumi's secret marker
+
+
+def gpu_groups(run: StackRun) -> list[Recorded]:
+    return [r for r in run.of_type(NODE_GROUP) if r.inputs["labels"]["wxassist/pool"] == "gpu"]
+
+
+def unsecret(value):
+    """A secret input arrives wrapped in Pulumi's marker; the test reads through it."""
+    if isinstance(value, dict) and value.get(SECRET_SIG[0]) == SECRET_SIG[1]:
+        return value["value"]
+    return value
+
+
+# ---- GPU capacity ------------------------------------------------------------------------
+
+def test_dev_gpu_nodes_are_spot_and_scale_to_zero(dev):
+    groups = gpu_groups(dev)
+    assert [g.inputs["capacityType"] for g in groups] == ["SPOT"]
+    scaling = groups[0].inputs["scalingConfig"]
+    assert scaling["minSize"] == 0 and scaling["desiredSize"] == 0 and scaling["maxSize"] == 2
+    assert groups[0].inputs["labels"]["ray.io/market-type"] == "spot"
+
+
+def test_prod_has_an_on_demand_base_and_spot_overflow(prod):
+    by_market = {g.inputs["labels"]["ray.io/market-type"]: g for g in gpu_groups(prod)}
+    on_demand, spot = by_market["on-demand"].inputs, by_market["spot"].inputs
+    assert on_demand["capacityType"] == "ON_DEMAND" and spot["capacityType"] == "SPOT"
+    # The base cannot be scaled away (min == max); spot starts from zero.
+    assert on_demand["scalingConfig"] == {"minSize": 2, "desiredSize": 2, "maxSize": 2}
+    assert spot["scalingConfig"]["minSize"] == 0 and spot["scalingConfig"]["maxSize"] == 6
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_gpu_nodes_are_tainted_and_run_the_nvidia_image(stack, request):
+    for group in gpu_groups(request.getfixturevalue(stack)):
+        assert group.inputs["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
+        assert group.inputs["amiType"].endswith("_NVIDIA")
+        # Scale-from-zero: the cluster autoscaler learns the GPU and the market from tags.
+        tags = group.inputs["tags"]
+        assert tags["k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"] == "1"
+        assert tags["k8s.io/cluster-autoscaler/node-template/label/ray.io/market-type"] == \
+            group.inputs["labels"]["ray.io/market-type"]
+
+
+def test_ray_worker_groups_mirror_the_gpu_node_groups(prod):
+    spec = prod.one("kubernetes:ray.io/v1:RayService").inputs["spec"]
+    workers = {w["groupName"]: w for w in spec["rayClusterConfig"]["workerGroupSpecs"]}
+    assert set(workers) == {"cpu", "gpu-on-demand", "gpu-spot"}
+    assert (workers["gpu-on-demand"]["minReplicas"], workers["gpu-on-demand"]["maxReplicas"]) == (2, 2)
+    assert (workers["gpu-spot"]["minReplicas"], workers["gpu-spot"]["maxReplicas"]) == (0, 6)
+    for name in ("gpu-on-demand", "gpu-spot"):
+        pod = workers[name]["template"]["spec"]
+        assert pod["nodeSelector"]["ray.io/market-type"] == name.removeprefix("gpu-")
+        assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert workers[name]["rayStartParams"] == {"num-cpus": "7", "num-gpus": "1"}  # g5.2xlarge less one vCPU
+
+
+# ---- network -----------------------------------------------------------------------------
+
+WORLD = {"0.0.0.0/0", "::/0"}
+
+
+def ssh_openings(run: StackRun) -> list[tuple[str, list[str]]]:
+    """(security group, CIDRs) for every ingress rule that lets port 22 in."""
+    found = []
+    for group in run.of_type("aws:ec2/securityGroup:SecurityGroup"):
+        for rule in group.inputs.get("ingress", []):
+            protocol = str(rule.get("protocol"))
+            if protocol in ("tcp", "6", "-1", "all") and rule.get("fromPort", 0) <= 22 <= rule.get("toPort", 65535):
+                found.append((group.name, rule.get("cidrBlocks", []) + rule.get("ipv6CidrBlocks", [])))
+    return found
+
+
+def test_the_ssh_check_catches_a_rule_open_to_the_world():
+    run = StackRun([Recorded("aws:ec2/securityGroup:SecurityGroup", "bad", {"ingress": [
+        {"protocol": "tcp", "fromPort": 0, "toPort": 1024, "cidrBlocks": ["0.0.0.0/0"]}]}, "bad-id")])
+    assert ssh_openings(run) == [("bad", ["0.0.0.0/0"])]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_no_ssh_at_all_unless_asked_for(stack, request):
+    run = request.getfixturevalue(stack)
+    assert ssh_openings(run) == []
+    assert all(group.inputs.get("remoteAccess") is None for group in run.of_type(NODE_GROUP))
+
+
+def test_ssh_when_asked_for_comes_only_from_the_listed_networks():
+    run = run_stack("dev", {"wxassist:ssh_cidrs": ["10.8.0.0/16"], "wxassist:ssh_key_name": "ops"})
+    assert ssh_openings(run) == [("nodes-ssh", ["10.8.0.0/16"])]
+    for group in run.of_type(NODE_GROUP):
+        # A key without source security groups would open port 22 to everyone.
+        assert group.inputs["remoteAccess"]["sourceSecurityGroupIds"] == ["nodes-ssh-id"]
+
+
+def test_nodes_redis_and_pods_live_in_private_subnets(prod):
+    private = {r.id for r in prod.of_type("aws:ec2/subnet:Subnet") if "internal-elb" in json.dumps(r.inputs["tags"])}
+    assert len(private) == 3
+    for group in prod.of_type(NODE_GROUP):
+        assert set(group.inputs["subnetIds"]) == private
+    assert set(prod.one("aws:elasticache/subnetGroup:SubnetGroup").inputs["subnetIds"]) == private
+    blocks = [ipaddress.ip_network(s.inputs["cidrBlock"]) for s in prod.of_type("aws:ec2/subnet:Subnet")]
+    assert all(not a.overlaps(b) for i, a in enumerate(blocks) for b in blocks[i + 1:])
+    assert len(prod.of_type("aws:ec2/natGateway:NatGateway")) == 3  # one per zone in prod
+
+
+def test_redis_needs_the_password_and_tls_and_the_cluster(dev, prod):
+    for run in (dev, prod):
+        group = run.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs
+        assert group["transitEncryptionEnabled"] and group["atRestEncryptionEnabled"]
+        assert unsecret(group["authToken"])
+        firewall = run.by_id(group["securityGroupIds"][0]).inputs
+        assert firewall["ingress"] == [{"protocol": "tcp", "fromPort": 6379, "toPort": 6379,
+                                        "securityGroups": ["sg-cluster"]}]
+    assert prod.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs["automaticFailoverEnabled"]
+
+
+# ---- the model bucket --------------------------------------------------------------------
+
+def test_the_s3_bucket_is_versioned_encrypted_private_and_cleaned(prod):
+    bucket = prod.one("aws:s3/bucket:Bucket")
+    def on_bucket(type_):
+        found = prod.one(type_).inputs
+        assert found["bucket"] == bucket.id
+        return found
+    assert on_bucket("aws:s3/bucketVersioning:BucketVersioning")["versioningConfiguration"]["status"] == "Enabled"
+    sse = on_bucket("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+    block = on_bucket("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    assert all(block[key] for key in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
+                                      "restrictPublicBuckets"))
+    assert on_bucket("aws:s3/bucketOwnershipControls:BucketOwnershipControls")["rule"]["objectOwnership"] == \
+        "BucketOwnerEnforced"
+    rules = {rule["id"]: rule for rule in on_bucket(
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")["rules"]}
+    assert rules["abort-interrupted-pushes"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 2
+    assert rules["expire-old-versions"]["noncurrentVersionExpiration"]["noncurrentDays"] == 90
+    policy = json.loads(on_bucket("aws:s3/bucketPolicy:BucketPolicy")["policy"])
+    assert policy["Statement"][0]["Effect"] == "Deny"
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_replica_role_can_only_read_the_model_bucket(prod):
+    bucket_arn = f"arn:aws:s3:::{prod.one('aws:s3/bucket:Bucket').inputs['bucketPrefix']}test"
+    roles = [r for r in prod.of_type("aws:iam/role:Role")
+             if "system:serviceaccount:wxassist:wxassist" in r.inputs["assumeRolePolicy"]]
+    assert len(roles) == 1
+    role = roles[0]
+    assert [a for a in prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+            if a.inputs["role"] in (role.id, role.name)] == []
+    policies = [p for p in prod.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id]
+    assert len(policies) == 1
+    for statement in json.loads(policies[0].inputs["policy"])["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all(action.startswith(("s3:Get", "s3:List")) for action in actions), actions
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert set(resources) <= {bucket_arn, f"{bucket_arn}/*"}
+    account = prod.one("kubernetes:core/v1:ServiceAccount").inputs["metadata"]
+    assert account["annotations"]["eks.amazonaws.com/role-arn"] == f"arn:aws:iam::123456789012:role/{role.name}"
+
+
+def test_an_on_prem_stack_gets_the_same_bucket_on_minio(on_prem):
+    assert on_prem.of_type("aws:s3/bucket:Bucket") == []
+    bucket = on_prem.one("minio:index/s3Bucket:S3Bucket").inputs
+    assert bucket["acl"] == "private"
+    assert on_prem.one("minio:index/s3BucketVersioning:S3BucketVersioning").inputs[
+        "versioningConfiguration"]["status"] == "Enabled"
+    assert on_prem.one("minio:index/s3BucketServerSideEncryption:S3BucketServerSideEncryption").inputs[
+        "kmsKeyId"] == "wxassist-models"
+    assert on_prem.one("minio:index/ilmPolicy:IlmPolicy").inputs["rules"][0]["noncurrentVersionExpirationDays"] == 30
+    policy = json.loads(on_prem.one("minio:index/iamPolicy:IamPolicy").inputs["policy"])
+    name = "arn:aws:s3:::wxassist-dev-models-test"
+    assert {r for s in policy["Statement"] for r in s["Resource"]} == {name, f"{name}/*"}
+    assert all(a.startswith(("s3:Get", "s3:List")) for s in policy["Statement"] for a in s["Action"])
+    env = {e["name"]: e["value"] for e in on_prem.one("kubernetes:ray.io/v1:RayService").inputs["spec"][
+        "rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WXA_MODEL_STORE"] == "minio://wxassist-dev-models-test/models"
+    assert env["WXA_S3_ENDPOINT"] == "https://minio.corp.internal:9000"
+    secret_keys = set(unsecret(on_prem.one("kubernetes:core/v1:Secret").inputs["stringData"]))
+    assert {"WXA_S3_ACCESS_KEY", "WXA_S3_SECRET_KEY"} <= secret_keys
+
+
+# ---- the service -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("stack", "deploy_file"), [("dev", "deploy/dev.yaml"), ("prod", "deploy/prod.yaml")])
+def test_serve_config_v2_is_the_validated_deploy_file(stack, deploy_file, request):
+    spec = request.getfixturevalue(stack).one("kubernetes:ray.io/v1:RayService").inputs["spec"]
+    assert spec["serveConfigV2"] == load_serve_config(deploy_file).text
+    ServeDeploySchema.model_validate(yaml.safe_load(spec["serveConfigV2"]))
+
+
+def test_the_pods_get_settings_as_env_and_secrets_only_through_the_secret(prod):
+    secret = prod.one("kubernetes:core/v1:Secret").inputs["stringData"]
+    assert secret.get(SECRET_SIG[0]) == SECRET_SIG[1], "the Secret's data must stay a Pulumi secret"
+    data = unsecret(secret)
+    assert data["WXA_WECHAT_TOKEN"] == TEST_SECRETS["wechat_token"]
+    assert data["WXA_STATE_URI"].startswith("rediss://:")
+    spec = prod.one("kubernetes:ray.io/v1:RayService").inputs["spec"]
+    containers = [spec["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]] + [
+        w["template"]["spec"]["containers"][0] for w in spec["rayClusterConfig"]["workerGroupSpecs"]]
+    for container in containers:
+        assert container["envFrom"] == [{"secretRef": {"name": "wxassist-env"}}]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["WXA_MODEL"] == "deepseek-r1-distill-qwen-7b@1"
+        assert env["WXA_MODEL_STORE"] == "s3://wxassist-prod-models-test/models"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.wxassist.svc:4318"
+    # No secret value anywhere else: not in the RayService, a ConfigMap or a tag.
+    for resource in prod.resources:
+        if resource.type == "kubernetes:core/v1:Secret":
+            continue
+        text = json.dumps(resource.inputs)
+        assert not any(value in text for value in TEST_SECRETS.values()), resource.name
+
+
+def test_the_collector_exports_to_the_configured_backend(dev, prod):
+    def exporters(run):
+        config = yaml.safe_load(run.one("kubernetes:core/v1:ConfigMap").inputs["data"]["config.yaml"])
+        return config["service"]["pipelines"]["traces"]["exporters"], config["exporters"]
+    assert exporters(prod) == (["otlphttp"], {"otlphttp": {"endpoint": "https://otlp.example.com"}})
+    assert exporters(dev)[0] == ["debug"]
+
+
+def test_wechat_reaches_the_proxies_on_80_or_on_443_with_a_certificate(dev):
+    assert dev.one("kubernetes:ray.io/v1:RayService").inputs["spec"]["serveService"]["spec"]["ports"][0]["port"] == 80
+    run = run_stack("dev", {"wxassist:tls_certificate_arn": "arn:aws:acm:ap-southeast-1:123456789012:certificate/x"})
+    service = run.one("kubernetes:ray.io/v1:RayService").inputs["spec"]["serveService"]
+    assert service["spec"]["ports"][0]["port"] == 443
+    assert service["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"].endswith("/x")
+
+
+# ---- tags --------------------------------------------------------------------------------
+
+# Settings of a tagged parent, with no tags of their own in AWS.
+UNTAGGABLE = {
+    "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:iam/rolePolicy:RolePolicy",
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "aws:s3/bucketVersioning:BucketVersioning",
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "aws:s3/bucketPolicy:BucketPolicy",
+    # MinIO buckets and their settings carry no tags; its user does.
+    "minio:index/s3Bucket:S3Bucket", "minio:index/s3BucketVersioning:S3BucketVersioning",
+    "minio:index/s3BucketServerSideEncryption:S3BucketServerSideEncryption", "minio:index/ilmPolicy:IlmPolicy",
+    "minio:index/iamPolicy:IamPolicy", "minio:index/iamUserPolicyAttachment:IamUserPolicyAttachment",
+    # Helm releases label what they install their own way; a random value is not a cloud resource.
+    "kubernetes:helm.sh/v3:Release", "random:index/randomPassword:RandomPassword",
+}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "on_prem"])
+def test_every_resource_is_tagged_with_stack_and_project(stack, request):
+    run = request.getfixturevalue(stack)
+    expected_stack = "dev" if stack == "on_prem" else stack
+    checked = 0
+    for resource in run.resources:
+        if resource.type.startswith(("wxassist:", "pulumi:providers:")) or resource.type in UNTAGGABLE:
+            continue
+        if resource.type.startswith("kubernetes:"):
+            labels = resource.inputs["metadata"]["labels"]
+            assert (labels["app.kubernetes.io/part-of"], labels["wxassist/stack"]) == ("wxassist", expected_stack), \
+                resource.name
+        else:
+            tags = resource.inputs.get("tags") or {}
+            assert (tags.get("project"), tags.get("stack")) == ("wxassist", expected_stack), resource.name
+        checked += 1
+    assert checked > 25
+    # Anything AWS adds on its own (ENIs, volumes, the ASGs behind node groups) gets them too.
+    provider = run.one("pulumi:providers:aws").inputs
+    assert json.loads(provider["defaultTags"])["tags"] == {"project": "wxassist", "stack": expected_stack,
+                                                           "managed-by": "pulumi"}
