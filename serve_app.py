@@ -38,6 +38,7 @@ from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
 from functions.common.model_store.cli import positive_int, register_model_commands
 from functions.common.pipeline_bench import register_pipeline_bench
+from functions.generate.scaling.cli import register_simulate_command
 from functions.generate.throughput import register_generate_bench
 from knowledge.cli import ensure_sample_knowledge, open_kb, register_kb_commands
 from observability import metrics
@@ -852,6 +853,7 @@ def _parser() -> argparse.ArgumentParser:
 
     register_model_commands(commands)
     register_trace_command(commands)
+    register_simulate_command(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     register_generate_bench(bench)
     register_pipeline_bench(bench)

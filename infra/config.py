@@ -10,6 +10,7 @@ this model: they stay Pulumi secrets from ``read_stack_secrets`` to the Kubernet
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -86,8 +87,7 @@ class StackConfig(_Strict):
     redis_node_type: str = "cache.t4g.small"
     redis_replicas: int = Field(default=0, ge=0, le=5)  # read replicas; >= 1 gives failover
     otel_backend_endpoint: str = ""  # OTLP/HTTP endpoint the collector exports to; empty: debug exporter
-    ssh_cidrs: list[str] = []  # nodes accept SSH only from these; empty: no SSH at all
-    ssh_key_name: str = ""  # the EC2 key pair SSH uses, needed with ssh_cidrs
+    api_cidrs: list[str] = ["0.0.0.0/0"]  # who may reach the Kubernetes API (it still needs IAM auth)
     tls_certificate_arn: str = ""  # ACM certificate: the callback URL is https on 443; empty: http on 80
     charts: Charts = Charts()
 
@@ -112,10 +112,11 @@ class StackConfig(_Strict):
             raise ValueError("gpu.min_nodes is more than the GPU node groups can hold")
         if not self.bucket_versioning:
             raise ValueError("bucket_versioning must stay true: model versions are restored from it")
-        if "0.0.0.0/0" in self.ssh_cidrs or "::/0" in self.ssh_cidrs:
-            raise ValueError("ssh_cidrs must not open SSH to the world")
-        if self.ssh_cidrs and not self.ssh_key_name:
-            raise ValueError("ssh_cidrs needs ssh_key_name: the EC2 key pair SSH logs in with")
+        for cidr in self.api_cidrs:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ValueError(f"api_cidrs: {cidr!r} is not a network") from None
         if self.object_store == "minio" and self.minio is None:
             raise ValueError("object_store minio needs minio: {endpoint, kms_key}")
         if not re.search(r"(:[\w.-]+|@sha256:[0-9a-f]{64})$", self.image.rsplit("/", 1)[-1]) \

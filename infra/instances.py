@@ -25,15 +25,10 @@ class NodeType:
         """Logical CPUs a Ray pod advertises: one vCPU stays with the kubelet and daemonsets."""
         return self.vcpus - 1
 
-    @property
-    def pod_memory_gib(self) -> int:
-        return self.memory_gib - 2  # kubelet and system reservation
-
 
 NODE_TYPES: dict[str, NodeType] = {
     "g5.xlarge": NodeType(4, 16, 1, 1.006, "A10G 24 GB"),
     "g5.2xlarge": NodeType(8, 32, 1, 1.212, "A10G 24 GB"),
-    "g5.12xlarge": NodeType(48, 192, 4, 5.672, "4x A10G 24 GB"),
     "g6.xlarge": NodeType(4, 16, 1, 0.805, "L4 24 GB"),
     "g6.2xlarge": NodeType(8, 32, 1, 0.978, "L4 24 GB"),
     "g6e.xlarge": NodeType(4, 32, 1, 1.861, "L40S 48 GB"),

@@ -57,15 +57,15 @@ def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> d
     on_aws = pulumi.ResourceOptions(providers={"aws": aws_provider})
 
     network = Network("network", NetworkArgs(naming, config.vpc_cidr, config.zones,
-                                             nat_per_zone=config.highly_available), opts=on_aws)
+                                             nat_per_zone=config.highly_available, region=config.region), opts=on_aws)
     cluster = Cluster("cluster", ClusterArgs(naming, config.kubernetes_version,
                                              network.private_subnet_ids + network.public_subnet_ids,
-                                             config.region), opts=on_aws)
-    NodeGroups("nodes", NodeGroupsArgs(naming, config, cluster.name, network.vpc_id, network.private_subnet_ids),
-               opts=on_aws)
+                                             config.region, config.api_cidrs), opts=on_aws)
+    nodes = NodeGroups("nodes", NodeGroupsArgs(naming, config, cluster.name, network.private_subnet_ids), opts=on_aws)
     on_cluster = pulumi.ResourceOptions(providers={"aws": aws_provider, "kubernetes": cluster.provider})
+    # Helm waits for its pods: the charts go in once there are nodes to run them.
     addons = ClusterAddons("addons", AddonsArgs(naming, config.charts, cluster.name, config.region, cluster.issuer),
-                           opts=on_cluster)
+                           opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=nodes.groups)))
     namespace = k8s.core.v1.Namespace("namespace", metadata={"name": config.namespace, "labels": naming.labels},
                                       opts=pulumi.ResourceOptions(provider=cluster.provider))
     in_namespace = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
@@ -113,5 +113,7 @@ def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> d
         "model_bucket": bucket.bucket_name,
         "ray_service": service.name,
         "callback_service": f"{config.namespace}/{service.callback_service}",
+        "callback_url": service.callback_host.apply(
+            lambda host: f"{'https' if config.tls_certificate_arn else 'http'}://{host}/wechat/default"),
         "otlp_endpoint": tracing.endpoint,
     }

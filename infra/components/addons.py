@@ -19,18 +19,23 @@ AUTOSCALER_ACCOUNT = "cluster-autoscaler"
 # Scale-down waits this long: a GPU node that comes back costs a model restore.
 SCALE_DOWN_UNNEEDED = "10m"
 
-AUTOSCALER_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Resource": "*", "Action": [
-        "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
-        "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
-        "autoscaling:DescribeTags", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
-        "ec2:DescribeLaunchTemplateVersions", "ec2:GetInstanceTypesFromInstanceRequirements",
-        "eks:DescribeNodegroup"]},
-    # Changing sizes only for groups tagged as this autoscaler's own.
-    {"Effect": "Allow", "Resource": "*",
-     "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
-     "Condition": {"StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true"}}},
-]})
+
+
+def autoscaler_policy(cluster_name: str) -> str:
+    """Describe anything; resize only this cluster's groups (EKS tags every managed group's
+    Auto Scaling group with ``k8s.io/cluster-autoscaler/<cluster>: owned``)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Resource": "*", "Action": [
+            "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+            "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
+            "autoscaling:DescribeTags", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
+            "ec2:DescribeLaunchTemplateVersions", "ec2:GetInstanceTypesFromInstanceRequirements",
+            # Labels and taints of a group with no nodes yet: how it scales up from zero.
+            "eks:DescribeNodegroup"]},
+        {"Effect": "Allow", "Resource": "*",
+         "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+         "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"}}},
+    ]})
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class ClusterAddons(pulumi.ComponentResource):
                 "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]})
         role = service_account_role(
             f"{name}-autoscaler", naming=args.naming, issuer=args.issuer, namespace=AUTOSCALER_NAMESPACE,
-            service_account=AUTOSCALER_ACCOUNT, policy=AUTOSCALER_POLICY, parent=self)
+            service_account=AUTOSCALER_ACCOUNT, policy=args.cluster_name.apply(autoscaler_policy), parent=self)
         k8s.helm.v3.Release(
             f"{name}-cluster-autoscaler", chart="cluster-autoscaler", version=args.charts.cluster_autoscaler,
             repository_opts={"repo": "https://kubernetes.github.io/autoscaler"},

@@ -19,6 +19,7 @@ class ClusterArgs:
     kubernetes_version: str
     subnet_ids: list[pulumi.Output[str]]  # private and public: nodes private, load balancers public
     region: str
+    api_cidrs: list[str]  # who may reach the public API endpoint (IAM auth still applies)
 
 
 def kubeconfig(name: str, endpoint: str, authority: str, region: str) -> str:
@@ -52,7 +53,7 @@ class Cluster(pulumi.ComponentResource):
         cluster = aws.eks.Cluster(
             name, name=args.naming.prefix, version=args.kubernetes_version, role_arn=role.arn,
             vpc_config={"subnet_ids": args.subnet_ids, "endpoint_private_access": True,
-                        "endpoint_public_access": True},
+                        "endpoint_public_access": True, "public_access_cidrs": args.api_cidrs},
             access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
             enabled_cluster_log_types=["api", "audit", "authenticator"],
             tags=args.naming.tags, opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]))

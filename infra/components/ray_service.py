@@ -20,6 +20,8 @@ RAY_HOME = "/home/ray"
 # Ray's autoscaler hands an idle worker back after this; the cluster autoscaler then removes
 # the node (SCALE_DOWN_UNNEEDED later), so a spot GPU stays paid for ~15 idle minutes at most.
 WORKER_IDLE_TIMEOUT_S = 300
+# KubeRay's autoscaler sidecar on the head; sized here so the head fits beside a CPU worker.
+AUTOSCALER_RESOURCES = {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 
 
 def pod_resources(node: NodeType | None, *, gpus: int = 0, shares_node_with_head: bool = False) -> dict:
@@ -27,7 +29,7 @@ def pod_resources(node: NodeType | None, *, gpus: int = 0, shares_node_with_head
     less what the kubelet and daemonsets keep); the head is small and sits beside a CPU
     worker. Ray's own CPU count is ``NodeType.ray_cpus`` either way (rayStartParams)."""
     if node is None:
-        cpu, memory = 0.5, 3
+        cpu, memory = 0.5, 3  # plus the autoscaler sidecar's AUTOSCALER_RESOURCES
     elif shares_node_with_head:
         cpu, memory = node.vcpus - 1.5, node.memory_gib - 6
     else:
@@ -55,8 +57,11 @@ def pod_template(*, labels: dict, service_account: pulumi.Input[str], container:
     return {"metadata": {"labels": labels}, "spec": spec}
 
 
-def callback_service(config: StackConfig, labels: dict) -> dict:
-    """The Serve proxies behind an internet-facing NLB: WeChat only calls ports 80 and 443."""
+def callback_service_spec(config: StackConfig, labels: dict) -> tuple[dict, dict]:
+    """(annotations, spec) of the Service WeChat calls: the Serve proxies (KubeRay labels the
+    pods that run one ``ray.io/serve: "true"``) behind an internet-facing NLB on port 80, or
+    443 with a certificate; WeChat calls no other port. A Service of our own, because KubeRay
+    keeps the container's port for the one it generates."""
     annotations = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
     port = 80
     if config.tls_certificate_arn:
@@ -64,8 +69,15 @@ def callback_service(config: StackConfig, labels: dict) -> dict:
         annotations.update({"service.beta.kubernetes.io/aws-load-balancer-ssl-cert": config.tls_certificate_arn,
                             "service.beta.kubernetes.io/aws-load-balancer-ssl-ports": "443",
                             "service.beta.kubernetes.io/aws-load-balancer-backend-protocol": "tcp"})
-    return {"metadata": {"name": "wxassist-callbacks", "labels": labels, "annotations": annotations},
-            "spec": {"type": "LoadBalancer", "ports": [{"name": "serve", "port": port, "targetPort": SERVE_PORT}]}}
+    selector = {"ray.io/serve": "true", "wxassist/stack": labels["wxassist/stack"]}
+    return annotations, {"type": "LoadBalancer", "selector": selector,
+                         "ports": [{"name": "wechat", "port": port, "targetPort": SERVE_PORT}]}
+
+
+def ray_labels(pool: str, market: str) -> str:
+    """Ray node labels (``ray start --labels``): deploy files place replicas with them
+    (generate prefers spot; the CPU steps stay off GPU nodes)."""
+    return f"{MARKET_LABEL}={market},{POOL_LABEL}={pool}"
 
 
 def ray_service_spec(*, config: StackConfig, serve: ServeConfig, ray_version: str, labels: dict,
@@ -82,7 +94,8 @@ def ray_service_spec(*, config: StackConfig, serve: ServeConfig, ray_version: st
     cpu_node = config.cpu_node
     workers = [{
         "groupName": "cpu", "replicas": config.cpu.min_nodes, "minReplicas": config.cpu.min_nodes,
-        "maxReplicas": config.cpu.max_nodes, "rayStartParams": {"num-cpus": str(cpu_node.ray_cpus)},
+        "maxReplicas": config.cpu.max_nodes,
+        "rayStartParams": {"num-cpus": str(cpu_node.ray_cpus), "labels": ray_labels("cpu", "on-demand")},
         "template": pod_template(labels=labels, service_account=service_account,
                                  container=container("ray-worker", pod_resources(cpu_node, shares_node_with_head=True)),
                                  node_selector={POOL_LABEL: "cpu"}, gpu=False),
@@ -92,18 +105,18 @@ def ray_service_spec(*, config: StackConfig, serve: ServeConfig, ray_version: st
         workers.append({
             "groupName": f"gpu-{plan.market}", "replicas": plan.min_size, "minReplicas": plan.min_size,
             "maxReplicas": plan.max_size,
-            "rayStartParams": {"num-cpus": str(gpu_node.ray_cpus), "num-gpus": str(gpu_node.gpus)},
+            "rayStartParams": {"num-cpus": str(gpu_node.ray_cpus), "num-gpus": str(gpu_node.gpus),
+                               "labels": ray_labels("gpu", plan.market)},
             "template": pod_template(labels=labels, service_account=service_account,
                                      container=container("ray-worker", pod_resources(gpu_node, gpus=gpu_node.gpus)),
                                      node_selector={POOL_LABEL: "gpu", MARKET_LABEL: plan.market}, gpu=True),
         })
     return {
         "serveConfigV2": serve.text,
-        "serveService": callback_service(config, labels),
         "rayClusterConfig": {
             "rayVersion": ray_version,
             "enableInTreeAutoscaling": True,
-            "autoscalerOptions": {"idleTimeoutSeconds": WORKER_IDLE_TIMEOUT_S},
+            "autoscalerOptions": {"idleTimeoutSeconds": WORKER_IDLE_TIMEOUT_S, "resources": AUTOSCALER_RESOURCES},
             "headGroupSpec": head,
             "workerGroupSpecs": workers,
         },
@@ -140,6 +153,12 @@ class WxassistService(pulumi.ComponentResource):
                                   service_account=args.service_account, env=env,
                                   secret_name="wxassist-env"),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]))
+        annotations, spec = callback_service_spec(args.config, labels)
+        callbacks = k8s.core.v1.Service(
+            f"{name}-callbacks", metadata={"name": "wxassist-callbacks", "namespace": namespace, "labels": labels,
+                                           "annotations": annotations},
+            spec=spec, opts=child)
         self.name = service.metadata["name"]
         self.callback_service = "wxassist-callbacks"
+        self.callback_host = callbacks.status.load_balancer.ingress[0].hostname
         self.register_outputs({"name": self.name})

@@ -70,6 +70,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["primaryEndpointAddress"] = f"master.{args.name}.cache.amazonaws.com"
         elif args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = "r" * int(state.get("length", 16))
+        elif args.typ == "kubernetes:core/v1:Service" and state.get("spec", {}).get("type") == "LoadBalancer":
+            state["status"] = {"loadBalancer": {"ingress": [{"hostname": "wx-test.elb.amazonaws.com"}]}}
         elif args.typ == "minio:index/s3Bucket:S3Bucket":
             state["bucket"] = state.get("bucket") or f"{state.get('bucketPrefix', '')}test"
         self.run.resources.append(Recorded(args.typ, args.name, dict(args.inputs), resource_id))

@@ -58,8 +58,8 @@ GPU_PROD = {"instance_type": "g5.2xlarge", "on_demand_base": 2, "spot_max": 6, "
     ({**PROD, "redis_replicas": 0}, "redis_replicas >= 1"),
     ({**PROD, "model": "deepseek-r1-distill-qwen-7b"}, "pins the model version"),
     ({**DEV, "bucket_versioning": False}, "bucket_versioning"),
-    ({**DEV, "ssh_cidrs": ["0.0.0.0/0"]}, "SSH to the world"),
-    ({**DEV, "ssh_cidrs": ["10.0.0.0/8"]}, "needs ssh_key_name"),
+    ({**DEV, "ssh_cidrs": ["10.0.0.0/8"]}, "wxassist:ssh_cidrs: Extra inputs"),  # nodes take no SSH at all
+    ({**DEV, "api_cidrs": ["10.0.0/8"]}, "api_cidrs: '10.0.0/8' is not a network"),
     ({**DEV, "environment": "staging"}, "wxassist:environment"),
     ({**DEV, "image": "registry.example.com/wxassist:latest"}, "image must be pinned"),
     ({**DEV, "image": "registry.example.com/wxassist"}, "image must be pinned"),

@@ -44,8 +44,9 @@ def test_prod_has_an_on_demand_base_and_spot_overflow(prod):
     by_market = {g.inputs["labels"]["ray.io/market-type"]: g for g in gpu_groups(prod)}
     on_demand, spot = by_market["on-demand"].inputs, by_market["spot"].inputs
     assert on_demand["capacityType"] == "ON_DEMAND" and spot["capacityType"] == "SPOT"
-    # The base cannot be scaled away (min == max); spot starts from zero.
-    assert on_demand["scalingConfig"] == {"minSize": 2, "desiredSize": 2, "maxSize": 2}
+    # The base cannot be scaled away (min is the base; Ray's worker group holds it at 2, the
+    # node group has room for an upgrade's second cluster); spot starts from zero.
+    assert on_demand["scalingConfig"] == {"minSize": 2, "desiredSize": 2, "maxSize": 4}
     assert spot["scalingConfig"]["minSize"] == 0 and spot["scalingConfig"]["maxSize"] == 6
 
 
@@ -54,11 +55,26 @@ def test_gpu_nodes_are_tainted_and_run_the_nvidia_image(stack, request):
     for group in gpu_groups(request.getfixturevalue(stack)):
         assert group.inputs["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
         assert group.inputs["amiType"].endswith("_NVIDIA")
-        # Scale-from-zero: the cluster autoscaler learns the GPU and the market from tags.
-        tags = group.inputs["tags"]
-        assert tags["k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"] == "1"
-        assert tags["k8s.io/cluster-autoscaler/node-template/label/ray.io/market-type"] == \
-            group.inputs["labels"]["ray.io/market-type"]
+        # NVIDIA's device plugin chart schedules only where this label says there is a GPU.
+        assert group.inputs["labels"]["nvidia.com/gpu.present"] == "true"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_nodes_keep_pods_off_the_metadata_service_and_encrypt_their_disks(stack, request):
+    run = request.getfixturevalue(stack)
+    for group in run.of_type(NODE_GROUP):
+        template = run.by_id(group.inputs["launchTemplate"]["id"]).inputs
+        assert template["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
+                                               "httpPutResponseHopLimit": 1}
+        assert template["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"
+
+
+def test_the_cluster_autoscaler_may_resize_only_its_own_cluster(prod):
+    policy = json.loads(next(p for p in prod.of_type("aws:iam/rolePolicy:RolePolicy")
+                             if p.name == "addons-autoscaler").inputs["policy"])
+    writes = [s for s in policy["Statement"] if "autoscaling:SetDesiredCapacity" in s["Action"]]
+    assert writes[0]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/wxassist-prod": "owned"}}
 
 
 def test_ray_worker_groups_mirror_the_gpu_node_groups(prod):
@@ -72,7 +88,11 @@ def test_ray_worker_groups_mirror_the_gpu_node_groups(prod):
         assert pod["nodeSelector"]["ray.io/market-type"] == name.removeprefix("gpu-")
         assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
         assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-        assert workers[name]["rayStartParams"] == {"num-cpus": "7", "num-gpus": "1"}  # g5.2xlarge less one vCPU
+        market = name.removeprefix("gpu-")
+        # g5.2xlarge less one vCPU; labels the deploy file's label_selector / fallback_strategy use.
+        assert workers[name]["rayStartParams"] == {
+            "num-cpus": "7", "num-gpus": "1", "labels": f"ray.io/market-type={market},wxassist/pool=gpu"}
+    assert workers["cpu"]["rayStartParams"]["labels"] == "ray.io/market-type=on-demand,wxassist/pool=cpu"
 
 
 # ---- network -----------------------------------------------------------------------------
@@ -98,18 +118,18 @@ def test_the_ssh_check_catches_a_rule_open_to_the_world():
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_no_ssh_at_all_unless_asked_for(stack, request):
+def test_no_ssh_at_all(stack, request):
     run = request.getfixturevalue(stack)
     assert ssh_openings(run) == []
+    # A node group with an SSH key and no source security group would take port 22 from anywhere.
     assert all(group.inputs.get("remoteAccess") is None for group in run.of_type(NODE_GROUP))
 
 
-def test_ssh_when_asked_for_comes_only_from_the_listed_networks():
-    run = run_stack("dev", {"wxassist:ssh_cidrs": ["10.8.0.0/16"], "wxassist:ssh_key_name": "ops"})
-    assert ssh_openings(run) == [("nodes-ssh", ["10.8.0.0/16"])]
-    for group in run.of_type(NODE_GROUP):
-        # A key without source security groups would open port 22 to everyone.
-        assert group.inputs["remoteAccess"]["sourceSecurityGroupIds"] == ["nodes-ssh-id"]
+def test_model_restores_reach_s3_without_nat(prod):
+    endpoint = prod.one("aws:ec2/vpcEndpoint:VpcEndpoint").inputs
+    assert endpoint["serviceName"] == "com.amazonaws.ap-southeast-1.s3" and endpoint["vpcEndpointType"] == "Gateway"
+    private_tables = {r.id for r in prod.of_type("aws:ec2/routeTable:RouteTable") if "private" in r.name}
+    assert set(endpoint["routeTableIds"]) == private_tables and len(private_tables) == 3
 
 
 def test_nodes_redis_and_pods_live_in_private_subnets(prod):
@@ -240,12 +260,22 @@ def test_the_collector_exports_to_the_configured_backend(dev, prod):
     assert exporters(dev)[0] == ["debug"]
 
 
+def callbacks(run: StackRun) -> dict:
+    return next(s.inputs for s in run.of_type("kubernetes:core/v1:Service")
+                if s.inputs["metadata"]["name"] == "wxassist-callbacks")
+
+
 def test_wechat_reaches_the_proxies_on_80_or_on_443_with_a_certificate(dev):
-    assert dev.one("kubernetes:ray.io/v1:RayService").inputs["spec"]["serveService"]["spec"]["ports"][0]["port"] == 80
+    service = callbacks(dev)
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["selector"] == {"ray.io/serve": "true", "wxassist/stack": "dev"}
+    assert service["spec"]["ports"] == [{"name": "wechat", "port": 80, "targetPort": 8000}]
+    assert dev.outputs["callback_url"] == "http://wx-test.elb.amazonaws.com/wechat/default"
     run = run_stack("dev", {"wxassist:tls_certificate_arn": "arn:aws:acm:ap-southeast-1:123456789012:certificate/x"})
-    service = run.one("kubernetes:ray.io/v1:RayService").inputs["spec"]["serveService"]
+    service = callbacks(run)
     assert service["spec"]["ports"][0]["port"] == 443
     assert service["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"].endswith("/x")
+    assert run.outputs["callback_url"].startswith("https://")
 
 
 # ---- tags --------------------------------------------------------------------------------

@@ -111,10 +111,10 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
         serve.delete("sleepy")
 
 
-@pytest.fixture(scope="session")
-def crowded_service(service, tmp_path_factory) -> RunningService:
-    """A third application whose generate deployment takes 2 requests at once and queues 4
-    more (Serve's max_queued_requests): a burst overflows it."""
+def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generate: dict):
+    """Yield a RunningService for one more application on the shared Serve instance: the
+    real pipeline with a generator that takes as long as each question says ("#15": 15 s),
+    its own home and emulator, and ``generate`` merged over local.yaml's generate options."""
     from ray import serve
 
     from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
@@ -122,7 +122,7 @@ def crowded_service(service, tmp_path_factory) -> RunningService:
     from serve_app import DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
     from tests.fakes import SleepyEngine
 
-    home = tmp_path_factory.mktemp("wxassist-crowded")
+    home = tmp_path_factory.mktemp(f"wxassist-{name}")
     shutil.copy(service.home / "dev-credentials.json", home / "dev-credentials.json")
     settings = Settings(home=home)
     with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
@@ -130,17 +130,27 @@ def crowded_service(service, tmp_path_factory) -> RunningService:
     _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
     light = {name: {**opts, "ray_actor_options": {"num_cpus": 0.01, "runtime_env": {"env_vars": {"PYTHONPATH": str(REPO)}}}}
              for name, opts in options.items()}
-    light["generate"].update(max_ongoing_requests=CROWDED_GENERATE_ONGOING, max_queued_requests=CROWDED_GENERATE_QUEUE)
-    base_url = f"{service.base_url}/crowded"
+    if "autoscaling_config" in generate:
+        light["generate"].pop("num_replicas", None)  # Serve takes one or the other
+    light["generate"].update(generate)
+    base_url = f"{service.base_url}/{name}"
     emulator = WeChatEmulator(settings.account_map(), base_url)
     with BackgroundServer(emulator_app(emulator), free_port()) as platform:
         args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2,
                 "wechat_faq_fast_path": False, "wechat_answer_cache": False, "intent_knn": False,
                 "user_burst": 1000, "account_burst": 1000}
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
-        serve.run(app, name="crowded", route_prefix="/crowded")
+        serve.run(app, name=name, route_prefix=f"/{name}")
         yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)
-        serve.delete("crowded")
+        serve.delete(name)
+
+
+@pytest.fixture(scope="session")
+def crowded_service(service, tmp_path_factory) -> RunningService:
+    """A third application whose generate deployment takes 2 requests at once and queues 4
+    more (Serve's max_queued_requests): a burst overflows it."""
+    yield from run_sleepy_app(service, tmp_path_factory, "crowded", {
+        "max_ongoing_requests": CROWDED_GENERATE_ONGOING, "max_queued_requests": CROWDED_GENERATE_QUEUE})
 
 
 CROWDED_GENERATE_ONGOING = 2
