@@ -56,12 +56,12 @@ def test_a_held_burst_scales_generate_up_then_back_down_answering_everyone_once(
     users = [f"o-scale-{index}" for index in range(10)]
     assert running_generate_replicas() == 1
 
-    def burst():
-        asyncio.run(asyncio.wait_for(asyncio.gather(*(
+    async def burst():
+        await asyncio.gather(*(
             emulator.send(UserMessage(user=user, text="你们的退货政策是什么？#15", wait_for_push_s=0))
-            for user in users)), timeout=120))
+            for user in users))
 
-    sender = threading.Thread(target=burst, daemon=True)
+    sender = threading.Thread(target=lambda: asyncio.run(burst()), daemon=True)
     sender.start()
     # Ten answers held 15 s each, two at a time per replica: the predicted wait is far past
     # the 6 s deadline, so the policy asks for every replica it may have.
