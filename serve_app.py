@@ -38,6 +38,7 @@ from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
 from functions.common.model_store.cli import positive_int, register_model_commands
 from functions.common.pipeline_bench import register_pipeline_bench
+from functions.common.serve_config import APP_NAME, read_serve_config_file
 from functions.generate.scaling.cli import register_simulate_command
 from functions.generate.throughput import register_generate_bench
 from knowledge.cli import ensure_sample_knowledge, open_kb, register_kb_commands
@@ -49,7 +50,6 @@ from observability.tracing import ReportsSpans, TracedHandle, configure_for, cur
 
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
-APP_NAME = "wxassist"
 DEFAULT_EMULATOR_URL = "http://127.0.0.1:8001"
 
 # ---- the ingress -----------------------------------------------------------------------
@@ -595,17 +595,9 @@ def build_app(args: dict[str, Any]):
 def read_serve_config(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
     """(http_options, app args, options by deployment) from a Serve config file, validated
     with Serve's own schema so ``wxassist up`` and ``serve run`` accept the same files."""
-    import yaml
-    from ray.serve.schema import ServeDeploySchema
-
-    config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    app = next((app for app in config.applications if app.name == APP_NAME), None)
-    if app is None:
-        raise WxAssistError(f"{path}: no application named {APP_NAME!r}")
-    options = {
-        deployment.name: deployment.model_dump(exclude_unset=True, exclude={"name"}) for deployment in app.deployments
-    }
-    return config.http_options.model_dump(exclude_unset=True), dict(app.args or {}), options
+    config = read_serve_config_file(path)
+    options = config.deployment_options(APP_NAME)
+    return config.schema.http_options.model_dump(exclude_unset=True), dict(config.application(APP_NAME).args or {}), options
 
 
 # ---- the command line ------------------------------------------------------------------

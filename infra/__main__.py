@@ -10,11 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pulumi  # noqa: E402
 
-from infra.config import Naming, read_stack_config  # noqa: E402
-from infra.stack import build_stack, read_stack_secrets  # noqa: E402
+from infra.config import Naming  # noqa: E402
+from infra.stack import program  # noqa: E402
 
-stack_config = read_stack_config()
-outputs = build_stack(stack_config, read_stack_secrets(stack_config),
-                      Naming(project=pulumi.get_project(), stack=pulumi.get_stack()))
-for key, value in outputs.items():
+for key, value in program(Naming(project=pulumi.get_project(), stack=pulumi.get_stack())).items():
     pulumi.export(key, value)

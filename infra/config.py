@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from infra.instances import CACHE_NODE_USD_H, NodeType, node_type
@@ -76,6 +77,8 @@ class StackConfig(_Strict):
     image: str  # the wxassist image the Ray pods run (deploy/Dockerfile), pinned
     model: str  # name@version the generate replicas restore from the bucket
     kb_uri: str = ""  # a Milvus server for retrieve; empty: Milvus Lite inside each pod
+    wechat_appid: str  # the Official Account's AppID (WeCom: the corp id); its keys are secrets
+    wechat_kind: Literal["mp", "wecom"] = "mp"
     namespace: str = "wxassist"  # the Kubernetes namespace
     gpu: GpuNodes = GpuNodes()
     cpu: CpuNodes = CpuNodes()
@@ -101,17 +104,18 @@ class StackConfig(_Strict):
             raise ValueError("prod needs redis_replicas >= 1: the outbox of unsent answers lives in Redis")
         if self.environment == "prod" and "@" not in self.model:
             raise ValueError("prod pins the model version (name@version): a push must not change what serves")
-        if node_type(self.gpu.instance_type, "gpu.instance_type").gpus < 1:
+        if self.gpu_node.gpus < 1:
             raise ValueError(f"gpu.instance_type {self.gpu.instance_type} has no GPU")
-        node_type(self.cpu.instance_type, "cpu.instance_type")
+        self.cpu_node  # noqa: B018 - refuses an unknown CPU instance type here, naming the setting
         if self.redis_node_type not in CACHE_NODE_USD_H:
             raise ValueError(f"redis_node_type: unknown {self.redis_node_type!r}; known: {', '.join(CACHE_NODE_USD_H)}")
         if self.cpu.min_nodes > self.cpu.max_nodes:
             raise ValueError("cpu.min_nodes is more than cpu.max_nodes")
-        if self.gpu.min_nodes > self.gpu.on_demand_base + self.gpu.spot_max:
+        if self.gpu.min_nodes > self.gpu_node_max:
             raise ValueError("gpu.min_nodes is more than the GPU node groups can hold")
         if not self.bucket_versioning:
             raise ValueError("bucket_versioning must stay true: model versions are restored from it")
+        subnet_cidrs(self.vpc_cidr, self.zones)  # refuses a VPC too small for its zones
         for cidr in self.api_cidrs:
             try:
                 ipaddress.ip_network(cidr)
@@ -135,6 +139,16 @@ class StackConfig(_Strict):
     @property
     def gpu_node_max(self) -> int:
         return self.gpu.on_demand_base + self.gpu.spot_max
+
+    @property
+    def gpu_spot_min(self) -> int:
+        """Spot GPU nodes kept even when idle: whatever min_nodes the on-demand base does not cover."""
+        return max(0, self.gpu.min_nodes - self.gpu.on_demand_base)
+
+    @property
+    def nat_gateways(self) -> int:
+        """One per zone when highly available (losing a zone's NAT must not cut the others off)."""
+        return self.zones if self.highly_available else 1
 
     @property
     def highly_available(self) -> bool:
@@ -188,6 +202,19 @@ class Naming:
                 "app.kubernetes.io/managed-by": "pulumi"}
 
 
+def subnet_cidrs(cidr: str, zones: int) -> tuple[list[str], list[str]]:
+    """(public, private) blocks, a /20 each inside a /16: room for thousands of pods per zone
+    (the VPC CNI gives every pod a VPC address)."""
+    try:
+        network = ipaddress.ip_network(cidr)
+    except ValueError:
+        raise ValueError(f"vpc_cidr {cidr!r} is not a network") from None
+    blocks = [str(block) for block in network.subnets(new_prefix=min(network.prefixlen + 4, 28))]
+    if len(blocks) < 2 * zones:
+        raise ValueError(f"vpc_cidr {cidr} is too small for {zones} zones")
+    return blocks[:zones], blocks[zones:2 * zones]
+
+
 def parse_stack_config(values: dict) -> StackConfig:
     """From the stack's ``wxassist:*`` values; a refusal names the setting."""
     try:
@@ -198,17 +225,16 @@ def parse_stack_config(values: dict) -> StackConfig:
         raise StackConfigError(f"{NAMESPACE}:{where}: {first['msg']}") from None
 
 
-SECRET_KEYS = frozenset({"wechat_token", "wechat_aes_key", "wechat_secret", "minio_password"})
-PLAIN_ACCOUNT_KEYS = frozenset({"wechat_appid", "wechat_kind"})
+SECRET_KEYS = ("wechat_token", "wechat_aes_key", "wechat_secret", "minio_password")
 
 
 def stack_values(config: dict[str, Any]) -> dict[str, Any]:
     """The ``wxassist:*`` settings of a Pulumi config bag (``{"wxassist:gpu": "{...}"}``),
-    structured values decoded; secrets and account keys are left to ``read_stack_secrets``."""
+    structured values decoded; secrets are left to ``read_stack_secrets``."""
     values: dict[str, Any] = {}
     for key, raw in config.items():
         namespace, _, name = key.partition(":")
-        if namespace != NAMESPACE or name in SECRET_KEYS or name in PLAIN_ACCOUNT_KEYS:
+        if namespace != NAMESPACE or name in SECRET_KEYS:
             continue
         # Pulumi hands maps and lists over as JSON text; scalars stay text for pydantic to
         # read by field ("1.33" must stay a version string, "2" becomes a count).
@@ -219,6 +245,27 @@ def stack_values(config: dict[str, Any]) -> dict[str, Any]:
                 raise StackConfigError(f"{NAMESPACE}:{name}: not valid structured config") from None
         values[name] = raw
     return values
+
+
+@dataclass(frozen=True)
+class StackSecrets:
+    """Pulumi secrets from the stack file (``pulumi config set --secret``); they reach the
+    pods only through a Kubernetes Secret and never appear in outputs or logs."""
+
+    wechat_token: pulumi.Output[str]
+    wechat_aes_key: pulumi.Output[str]
+    wechat_secret: pulumi.Output[str]
+    minio_password: pulumi.Output[str] | None  # only for object_store: minio
+
+
+def read_stack_secrets(config: StackConfig) -> StackSecrets:
+    settings = pulumi.Config(NAMESPACE)
+    return StackSecrets(
+        wechat_token=settings.require_secret("wechat_token"),
+        wechat_aes_key=settings.require_secret("wechat_aes_key"),
+        wechat_secret=settings.require_secret("wechat_secret"),
+        minio_password=settings.require_secret("minio_password") if config.object_store == "minio" else None,
+    )
 
 
 def read_stack_config() -> StackConfig:

@@ -30,17 +30,15 @@ class HourlyCost:
 
 
 def _fixed(config: StackConfig) -> float:
-    nat_gateways = config.zones if config.highly_available else 1
-    return (EKS_CONTROL_PLANE_USD_H + nat_gateways * NAT_GATEWAY_USD_H + NETWORK_LOAD_BALANCER_USD_H
+    return (EKS_CONTROL_PLANE_USD_H + config.nat_gateways * NAT_GATEWAY_USD_H + NETWORK_LOAD_BALANCER_USD_H
             + (1 + config.redis_replicas) * CACHE_NODE_USD_H[config.redis_node_type])
 
 
 def idle_cost(config: StackConfig) -> HourlyCost:
     """No traffic: CPU nodes at their minimum, GPU at the on-demand base plus any spot minimum."""
     gpu = config.gpu_node.on_demand_usd_h
-    spot_min = max(0, config.gpu.min_nodes - config.gpu.on_demand_base)
     return HourlyCost(_fixed(config), config.cpu.min_nodes * config.cpu_node.on_demand_usd_h,
-                      config.gpu.on_demand_base * gpu, spot_min * gpu * SPOT_SHARE)
+                      config.gpu.on_demand_base * gpu, config.gpu_spot_min * gpu * SPOT_SHARE)
 
 
 def peak_cost(config: StackConfig) -> HourlyCost:
@@ -55,7 +53,7 @@ def cost_table(stacks: dict[str, StackConfig]) -> str:
              "| --- | --- | --- | --- | --- |"]
     for name, config in stacks.items():
         gpu, node = config.gpu, config.gpu_node
-        idle_gpus = max(gpu.min_nodes, gpu.on_demand_base)
+        idle_gpus = gpu.on_demand_base + config.gpu_spot_min
         gpus = (f"{idle_gpus} → {config.gpu_node_max} × {gpu.instance_type} ({node.gpu_model}): "
                 f"{gpu.on_demand_base} on-demand + up to {gpu.spot_max} spot")
         cpus = f"{config.cpu.min_nodes}–{config.cpu.max_nodes} × {config.cpu.instance_type}"

@@ -1,8 +1,10 @@
 """The RayService's ``serveConfigV2``, from the same ``deploy/*.yaml`` a local run serves.
 
-One source of truth: the file is validated with Ray's own ``ServeDeploySchema`` (what
-``serve deploy`` and KubeRay accept) before it is emitted, and what the cluster needs from it
-(GPUs at peak) is read from the validated model, not guessed.
+One source of truth: the file is read and validated once with Ray's own
+``ServeDeploySchema`` (``functions/common/serve_config.py``, which ``wxassist up`` uses too),
+its validated text is what is emitted, and what the cluster needs from it (GPUs and CPUs at
+peak) is read from the validated options, not guessed. A refused file raises
+``ConfigurationError`` naming the file and the first problem.
 """
 
 from __future__ import annotations
@@ -10,13 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from functions.common.serve_config import APP_NAME, read_serve_config_file
 
 REPO_DIR = Path(__file__).resolve().parents[1]
-
-
-class ServeConfigError(ValueError):
-    """The deploy file is not a Serve config Ray accepts."""
 
 
 @dataclass(frozen=True)
@@ -37,28 +35,15 @@ class ServeConfig:
 
 
 def load_serve_config(relative_path: str) -> ServeConfig:
-    from pydantic import ValidationError
-    from ray.serve.schema import ServeDeploySchema
-
-    path = (REPO_DIR / relative_path).resolve()
-    if not path.is_file():
-        raise ServeConfigError(f"no Serve config at {relative_path}")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    try:
-        schema = ServeDeploySchema.model_validate(raw)
-    except ValidationError as exc:
-        raise ServeConfigError(f"{relative_path} is not a valid Serve config: {exc.error_count()} error(s), "
-                               f"first: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    config = read_serve_config_file((REPO_DIR / relative_path).resolve())
     gpus: dict[str, float] = {}
     cpus: dict[str, float] = {}
     peak: dict[str, int] = {}
-    for application in schema.applications:
-        for deployment in application.deployments:
-            options = deployment.model_dump(exclude_unset=True)
-            actor = options.get("ray_actor_options") or {}
-            autoscaling = options.get("autoscaling_config") or {}
-            peak[deployment.name] = int(autoscaling.get("max_replicas") or options.get("num_replicas") or 1)
-            cpus[deployment.name] = float(actor.get("num_cpus", 1.0))
-            if actor.get("num_gpus"):
-                gpus[deployment.name] = float(actor["num_gpus"])
-    return ServeConfig(path, path.read_text(encoding="utf-8"), gpus, cpus, peak)
+    for name, options in config.deployment_options(APP_NAME).items():
+        actor = options.get("ray_actor_options") or {}
+        autoscaling = options.get("autoscaling_config") or {}
+        peak[name] = int(autoscaling.get("max_replicas") or options.get("num_replicas") or 1)
+        cpus[name] = float(actor.get("num_cpus", 1.0))
+        if actor.get("num_gpus"):
+            gpus[name] = float(actor["num_gpus"])
+    return ServeConfig(config.path, config.text, gpus, cpus, peak)

@@ -4,8 +4,6 @@ resource goes through one provider that tags it with the stack and project."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
@@ -19,34 +17,10 @@ from infra.components.node_groups import NodeGroups, NodeGroupsArgs
 from infra.components.ray_service import WxassistService, WxassistServiceArgs
 from infra.components.state_store import RedisStateStore, StateStoreArgs
 from infra.components.tracing import CollectorArgs, TracingCollector
-from infra.config import NAMESPACE, Naming, StackConfig
+from infra.components.ray_service import WXA_HOME
+from infra.config import Naming, StackConfig, StackSecrets, read_stack_config, read_stack_secrets
 
 SERVICE_ACCOUNT = "wxassist"
-
-
-@dataclass(frozen=True)
-class StackSecrets:
-    """Pulumi secrets from the stack file (``pulumi config set --secret``); they reach the
-    pods only through a Kubernetes Secret and never appear in outputs or logs."""
-
-    wechat_appid: str
-    wechat_kind: str
-    wechat_token: pulumi.Output[str]
-    wechat_aes_key: pulumi.Output[str]
-    wechat_secret: pulumi.Output[str]
-    minio_password: pulumi.Output[str] | None
-
-
-def read_stack_secrets(config: StackConfig) -> StackSecrets:
-    settings = pulumi.Config(NAMESPACE)
-    return StackSecrets(
-        wechat_appid=settings.require("wechat_appid"),
-        wechat_kind=settings.get("wechat_kind") or "mp",
-        wechat_token=settings.require_secret("wechat_token"),
-        wechat_aes_key=settings.require_secret("wechat_aes_key"),
-        wechat_secret=settings.require_secret("wechat_secret"),
-        minio_password=settings.require_secret("minio_password") if config.object_store == "minio" else None,
-    )
 
 
 def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> dict[str, pulumi.Input]:
@@ -57,7 +31,7 @@ def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> d
     on_aws = pulumi.ResourceOptions(providers={"aws": aws_provider})
 
     network = Network("network", NetworkArgs(naming, config.vpc_cidr, config.zones,
-                                             nat_per_zone=config.highly_available, region=config.region), opts=on_aws)
+                                             nat_gateways=config.nat_gateways, region=config.region), opts=on_aws)
     cluster = Cluster("cluster", ClusterArgs(naming, config.kubernetes_version,
                                              network.private_subnet_ids + network.public_subnet_ids,
                                              config.region, config.api_cidrs), opts=on_aws)
@@ -95,9 +69,9 @@ def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> d
     identity = ReplicaIdentity("replicas", ReplicaIdentityArgs(
         naming, cluster.issuer, config.namespace, SERVICE_ACCOUNT, bucket_arn), opts=in_namespace)
 
-    env.update(WXA_HOME="/home/ray/wxassist", WXA_TRACE_EXPORTER="otlp",
+    env.update(WXA_HOME=WXA_HOME, WXA_TRACE_EXPORTER="otlp",
                OTEL_EXPORTER_OTLP_ENDPOINT=tracing.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-               WXA_WECHAT_APPID=secrets.wechat_appid, WXA_WECHAT_KIND=secrets.wechat_kind)
+               WXA_WECHAT_APPID=config.wechat_appid, WXA_WECHAT_KIND=config.wechat_kind)
     if config.kb_uri:
         env["WXA_KB_URI"] = config.kb_uri
     secret_env.update(WXA_STATE_URI=state.state_uri, WXA_WECHAT_TOKEN=secrets.wechat_token,
@@ -117,3 +91,10 @@ def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> d
             lambda host: f"{'https' if config.tls_certificate_arn else 'http'}://{host}/wechat/default"),
         "otlp_endpoint": tracing.endpoint,
     }
+
+
+def program(naming: Naming) -> dict[str, pulumi.Input]:
+    """What ``pulumi up`` runs (``__main__.py``) and what the tests run under mocks: the
+    running stack's settings and secrets, read once, then the stack."""
+    config = read_stack_config()
+    return build_stack(config, read_stack_secrets(config), naming)

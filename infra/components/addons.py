@@ -11,7 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.identity import OidcIssuer, service_account_role
-from infra.components.node_groups import GPU_TAINT, POOL_LABEL
+from infra.components.node_groups import GPU_TOLERATION, POOL_LABEL
 from infra.config import Charts, Naming
 
 AUTOSCALER_NAMESPACE = "kube-system"
@@ -61,7 +61,7 @@ class ClusterAddons(pulumi.ComponentResource):
             repository_opts={"repo": "https://nvidia.github.io/k8s-device-plugin"},
             namespace="kube-system", opts=child, values={
                 "nodeSelector": {POOL_LABEL: "gpu"},
-                "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]})
+                "tolerations": [GPU_TOLERATION]})
         role = service_account_role(
             f"{name}-autoscaler", naming=args.naming, issuer=args.issuer, namespace=AUTOSCALER_NAMESPACE,
             service_account=AUTOSCALER_ACCOUNT, policy=args.cluster_name.apply(autoscaler_policy), parent=self)

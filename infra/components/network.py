@@ -3,13 +3,12 @@ the NAT gateways and the load balancer WeChat calls."""
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import Naming
+from infra.config import Naming, subnet_cidrs
 
 
 @dataclass(frozen=True)
@@ -17,18 +16,8 @@ class NetworkArgs:
     naming: Naming
     cidr: str
     zones: int
-    nat_per_zone: bool  # prod: losing one zone's NAT must not cut the others off
+    nat_gateways: int  # 1, or one per zone (StackConfig.nat_gateways)
     region: str
-
-
-def subnet_cidrs(cidr: str, zones: int) -> tuple[list[str], list[str]]:
-    """(public, private) blocks, a /20 each inside a /16: room for thousands of pods per zone
-    (the VPC CNI gives every pod a VPC address)."""
-    network = ipaddress.ip_network(cidr)
-    blocks = [str(block) for block in network.subnets(new_prefix=min(network.prefixlen + 4, 28))]
-    if len(blocks) < 2 * zones:
-        raise ValueError(f"vpc_cidr {cidr} is too small for {zones} zones")
-    return blocks[:zones], blocks[zones:2 * zones]
 
 
 class Network(pulumi.ComponentResource):
@@ -62,7 +51,7 @@ class Network(pulumi.ComponentResource):
             aws.ec2.RouteTableAssociation(f"{name}-public-{index}", subnet_id=public.id,
                                           route_table_id=public_routes.id, opts=child)
             self.public_subnet_ids.append(public.id)
-            if index == 0 or args.nat_per_zone:
+            if index < args.nat_gateways:
                 address = aws.ec2.Eip(f"{name}-nat-{index}", domain="vpc", tags=tags, opts=child)
                 nat = aws.ec2.NatGateway(f"{name}-nat-{index}", subnet_id=public.id, allocation_id=address.id,
                                          tags=tags, opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]))

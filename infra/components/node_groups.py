@@ -19,6 +19,7 @@ import pulumi_aws as aws
 from infra.config import Naming, StackConfig
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
+GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}  # pods that may run there
 POOL_LABEL = "wxassist/pool"
 MARKET_LABEL = "ray.io/market-type"
 # NVIDIA's device plugin chart only schedules on nodes that say they have a GPU.
@@ -44,8 +45,7 @@ def gpu_group_plans(config: StackConfig) -> list[GpuGroupPlan]:
     if base:
         plans.append(GpuGroupPlan("on-demand", "ON_DEMAND", base, base, 2 * base))
     if config.gpu.spot_max:
-        spot_min = max(0, config.gpu.min_nodes - base)
-        plans.append(GpuGroupPlan("spot", "SPOT", spot_min, config.gpu.spot_max, config.gpu.spot_max))
+        plans.append(GpuGroupPlan("spot", "SPOT", config.gpu_spot_min, config.gpu.spot_max, config.gpu.spot_max))
     return plans
 
 

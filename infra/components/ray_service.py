@@ -10,13 +10,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.components.node_groups import GPU_TAINT, MARKET_LABEL, POOL_LABEL, gpu_group_plans
+from infra.components.node_groups import GPU_TOLERATION, MARKET_LABEL, POOL_LABEL, gpu_group_plans
 from infra.config import Naming, StackConfig
 from infra.instances import NodeType
 from infra.serve_config import ServeConfig
 
 SERVE_PORT = 8000  # http_options.port in deploy/*.yaml
-RAY_HOME = "/home/ray"
+WXA_HOME = "/home/ray/wxassist"  # deploy/Dockerfile makes it; caches, traces, the KB file
+ENV_SECRET = "wxassist-env"  # the Kubernetes Secret every Ray container reads its secrets from
+CALLBACK_SERVICE = "wxassist-callbacks"  # the Service WeChat calls
 # Ray's autoscaler hands an idle worker back after this; the cluster autoscaler then removes
 # the node (SCALE_DOWN_UNNEEDED later), so a spot GPU stays paid for ~15 idle minutes at most.
 WORKER_IDLE_TIMEOUT_S = 300
@@ -43,8 +45,8 @@ def pod_resources(node: NodeType | None, *, gpus: int = 0, shares_node_with_head
     return {"requests": requests, "limits": limits}
 
 
-def ray_container(name: str, image: str, resources: dict, env: list[dict], secret_name: str) -> dict:
-    return {"name": name, "image": image, "env": env, "envFrom": [{"secretRef": {"name": secret_name}}],
+def ray_container(name: str, image: str, resources: dict, env: list[dict]) -> dict:
+    return {"name": name, "image": image, "env": env, "envFrom": [{"secretRef": {"name": ENV_SECRET}}],
             "ports": [{"name": "serve", "containerPort": SERVE_PORT}], "resources": resources,
             # Serve's proxy drains for a few seconds on SIGTERM: in-flight replies finish.
             "lifecycle": {"preStop": {"exec": {"command": ["sleep", "10"]}}}}
@@ -55,7 +57,7 @@ def pod_template(*, labels: dict, service_account: pulumi.Input[str], container:
     spec: dict = {"serviceAccountName": service_account, "nodeSelector": node_selector,
                   "terminationGracePeriodSeconds": 60, "containers": [container]}
     if gpu:
-        spec["tolerations"] = [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+        spec["tolerations"] = [GPU_TOLERATION]
     return {"metadata": {"labels": labels}, "spec": spec}
 
 
@@ -83,9 +85,9 @@ def ray_labels(pool: str, market: str) -> str:
 
 
 def ray_service_spec(*, config: StackConfig, serve: ServeConfig, ray_version: str, labels: dict,
-                     service_account: pulumi.Input[str], env: list[dict], secret_name: str) -> dict:
+                     service_account: pulumi.Input[str], env: list[dict]) -> dict:
     def container(name: str, resources: dict) -> dict:
-        return ray_container(name, config.image, resources, env, secret_name)
+        return ray_container(name, config.image, resources, env)
 
     head = {
         # No replicas on the head: losing a worker must not take the GCS with it.
@@ -145,22 +147,21 @@ class WxassistService(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         namespace, labels = args.config.namespace, args.naming.labels
         secret = k8s.core.v1.Secret(
-            f"{name}-env", metadata={"name": "wxassist-env", "namespace": namespace, "labels": labels},
+            f"{name}-env", metadata={"name": ENV_SECRET, "namespace": namespace, "labels": labels},
             string_data={key: pulumi.Output.secret(value) for key, value in args.secret_env.items()}, opts=child)
         env = [{"name": key, "value": value} for key, value in sorted(args.env.items())]
         service = k8s.apiextensions.CustomResource(
             name, api_version="ray.io/v1", kind="RayService",
             metadata={"name": "wxassist", "namespace": namespace, "labels": labels},
             spec=ray_service_spec(config=args.config, serve=args.serve, ray_version=args.ray_version, labels=labels,
-                                  service_account=args.service_account, env=env,
-                                  secret_name="wxassist-env"),
+                                  service_account=args.service_account, env=env),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]))
         annotations, spec = callback_service_spec(args.config, labels)
         callbacks = k8s.core.v1.Service(
-            f"{name}-callbacks", metadata={"name": "wxassist-callbacks", "namespace": namespace, "labels": labels,
+            f"{name}-callbacks", metadata={"name": CALLBACK_SERVICE, "namespace": namespace, "labels": labels,
                                            "annotations": annotations},
             spec=spec, opts=child)
         self.name = service.metadata["name"]
-        self.callback_service = "wxassist-callbacks"
+        self.callback_service = CALLBACK_SERVICE
         self.callback_host = callbacks.status.load_balancer.ingress[0].hostname
         self.register_outputs({"name": self.name})

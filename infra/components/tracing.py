@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from infra.components.node_groups import POOL_LABEL
 from infra.config import Naming
 
 OTLP_GRPC_PORT = 4317
@@ -57,7 +58,7 @@ class TracingCollector(pulumi.ComponentResource):
             "replicas": args.replicas,
             "selector": {"matchLabels": selector},
             "template": {"metadata": {"labels": labels}, "spec": {
-                "nodeSelector": {"wxassist/pool": "cpu"},
+                "nodeSelector": {POOL_LABEL: "cpu"},
                 "containers": [{
                     "name": "collector", "image": args.image, "args": ["--config=/conf/config.yaml"],
                     "ports": [{"containerPort": OTLP_GRPC_PORT}, {"containerPort": OTLP_HTTP_PORT}],

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from infra.config import NAMESPACE, Naming, read_stack_config, stack_file_config
-from infra.stack import build_stack, read_stack_secrets
+from infra.config import NAMESPACE, Naming, stack_file_config
+from infra.stack import program
 
 ACCOUNT_ID = "123456789012"
 # Recognisable test secrets: they must reach the Kubernetes Secret and nothing else.
@@ -91,15 +91,13 @@ def run_stack(stack: str, overrides: dict | None = None) -> StackRun:
         config[key] = value if isinstance(value, str) else json.dumps(value)
     config.update({f"{NAMESPACE}:{key}": value for key, value in TEST_SECRETS.items()})
     run = StackRun()
-    pulumi.runtime.set_mocks(RecordingMocks(run, config.get("aws:region", "ap-southeast-1")),
+    pulumi.runtime.set_mocks(RecordingMocks(run, config.get(f"{NAMESPACE}:region", "ap-southeast-1")),
                              project="wxassist", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config, [f"{NAMESPACE}:{key}" for key in TEST_SECRETS])
 
     @pulumi.runtime.test
-    def program():
-        stack_config = read_stack_config()
-        outputs = build_stack(stack_config, read_stack_secrets(stack_config), Naming("wxassist", stack))
-        return pulumi.Output.all(**outputs).apply(run.outputs.update)
+    def under_mocks():
+        return pulumi.Output.all(**program(Naming("wxassist", stack))).apply(run.outputs.update)
 
-    program()
+    under_mocks()
     return run

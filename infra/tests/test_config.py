@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from infra.config import StackConfigError, parse_stack_config, stack_file_config, stack_values
-from infra.serve_config import REPO_DIR, ServeConfigError, load_serve_config
+from functions.common.errors import ConfigurationError
+from infra.serve_config import REPO_DIR, load_serve_config
 
 
 def shipped(stack: str) -> dict:
@@ -31,13 +32,13 @@ def test_an_invalid_serve_config_is_refused_with_where(tmp_path, monkeypatch):
     raw["applications"][0]["deployments"][0]["max_ongoing_requests"] = "lots"
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     monkeypatch.setattr("infra.serve_config.REPO_DIR", tmp_path)
-    with pytest.raises(ServeConfigError, match="not a valid Serve config"):
+    with pytest.raises(ConfigurationError, match="broken.yaml is not a valid Serve config: .*max_ongoing_requests"):
         load_serve_config("broken.yaml")
 
 
 def test_stack_files_are_read_as_pulumi_hands_them_over():
     assert DEV["gpu"] == {"instance_type": "g6.xlarge", "on_demand_base": 0, "spot_max": 2, "min_nodes": 0}
-    assert "wechat_appid" not in DEV and "wechat_token" not in DEV  # account keys are read apart
+    assert DEV["wechat_appid"].startswith("wx") and "wechat_token" not in DEV  # secrets are read apart
     prod = parse_stack_config(PROD)
     assert prod.zones == 3 and prod.kubernetes_version == "1.33"  # "3" counts; "1.33" stays a version
     with pytest.raises(StackConfigError, match="wxassist:gpu: not valid structured config"):
@@ -60,6 +61,8 @@ GPU_PROD = {"instance_type": "g5.2xlarge", "on_demand_base": 2, "spot_max": 6, "
     ({**DEV, "bucket_versioning": False}, "bucket_versioning"),
     ({**DEV, "ssh_cidrs": ["10.0.0.0/8"]}, "wxassist:ssh_cidrs: Extra inputs"),  # nodes take no SSH at all
     ({**DEV, "api_cidrs": ["10.0.0/8"]}, "api_cidrs: '10.0.0/8' is not a network"),
+    ({**PROD, "vpc_cidr": "10.0.0.0/26"}, "vpc_cidr 10.0.0.0/26 is too small for 3 zones"),
+    ({**DEV, "wechat_kind": "weibo"}, "wxassist:wechat_kind"),
     ({**DEV, "environment": "staging"}, "wxassist:environment"),
     ({**DEV, "image": "registry.example.com/wxassist:latest"}, "image must be pinned"),
     ({**DEV, "image": "registry.example.com/wxassist"}, "image must be pinned"),

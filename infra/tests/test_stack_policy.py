@@ -10,9 +10,9 @@ import json
 
 import pytest
 import yaml
-from ray.serve.schema import ServeDeploySchema
 
-from infra.serve_config import load_serve_config
+from infra.instances import NODE_TYPES
+from infra.serve_config import REPO_DIR
 from infra.tests.stacks import TEST_SECRETS, Recorded, StackRun, run_stack
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -20,7 +20,9 @@ SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44
 
 
 def gpu_groups(run: StackRun) -> list[Recorded]:
-    return [r for r in run.of_type(NODE_GROUP) if r.inputs["labels"]["wxassist/pool"] == "gpu"]
+    groups = [r for r in run.of_type(NODE_GROUP) if r.inputs["labels"]["wxassist/pool"] == "gpu"]
+    assert groups, "the stack declared no GPU node group"
+    return groups
 
 
 def unsecret(value):
@@ -91,7 +93,7 @@ def test_ray_worker_groups_mirror_the_gpu_node_groups(prod):
         market = name.removeprefix("gpu-")
         # g5.2xlarge less one vCPU; labels the deploy file's label_selector / fallback_strategy use.
         assert workers[name]["rayStartParams"] == {
-            "num-cpus": "7", "num-gpus": "1", "labels": f"ray.io/market-type={market},wxassist/pool=gpu"}
+            "num-cpus": str(NODE_TYPES["g5.2xlarge"].vcpus - 1), "num-gpus": "1", "labels": f"ray.io/market-type={market},wxassist/pool=gpu"}
     assert workers["cpu"]["rayStartParams"]["labels"] == "ray.io/market-type=on-demand,wxassist/pool=cpu"
 
 
@@ -225,8 +227,7 @@ def test_an_on_prem_stack_gets_the_same_bucket_on_minio(on_prem):
 @pytest.mark.parametrize(("stack", "deploy_file"), [("dev", "deploy/dev.yaml"), ("prod", "deploy/prod.yaml")])
 def test_serve_config_v2_is_the_validated_deploy_file(stack, deploy_file, request):
     spec = request.getfixturevalue(stack).one("kubernetes:ray.io/v1:RayService").inputs["spec"]
-    assert spec["serveConfigV2"] == load_serve_config(deploy_file).text
-    ServeDeploySchema.model_validate(yaml.safe_load(spec["serveConfigV2"]))
+    assert spec["serveConfigV2"] == (REPO_DIR / deploy_file).read_text(encoding="utf-8")
 
 
 def test_the_pods_get_settings_as_env_and_secrets_only_through_the_secret(prod):

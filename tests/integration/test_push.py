@@ -20,6 +20,7 @@ from functions.common.state import SQLiteStateStore
 from functions.push.core import PushWorker, SendAmbiguous, SendFailed
 from functions.push.wechat_api import WeChatSender
 from tests.net import free_port
+from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -200,14 +201,6 @@ def test_a_connection_dropped_before_delivery_is_a_dead_letter_not_a_guess(platf
     assert state.received("o-user") == [] and outbox.dead_letters() == 1 and outbox.backlog() == 0
 
 
-def wait_until(condition, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
 def test_killing_the_push_worker_process_mid_send_delivers_each_answer_once(tmp_path):
     """The real push replica class in its own process, SIGKILLed while a send is on the wire;
     a restarted one finishes the outbox without resending the answer that was in flight."""
@@ -225,13 +218,13 @@ def test_killing_the_push_worker_process_mid_send_delivers_each_answer_once(tmp_
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         first = subprocess.Popen(command, cwd=REPO, env=env)
         try:
-            wait_until(lambda: len(state.received("o-user")) == 1 and state.sends_in_flight == 1, timeout_s=60)
+            wait_for(lambda: len(state.received("o-user")) == 1 and state.sends_in_flight == 1, timeout_s=60)
         finally:
             first.kill()  # SIGKILL: no cleanup, the lease and the attempt marker stay behind
             first.wait()
         restarted = subprocess.Popen(command, cwd=REPO, env=env)
         try:
-            wait_until(lambda: len(state.received("o-user")) == 3, timeout_s=60)
+            wait_for(lambda: len(state.received("o-user")) == 3, timeout_s=60)
             time.sleep(1.5)  # a duplicate would arrive now
         finally:
             restarted.kill()

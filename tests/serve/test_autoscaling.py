@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
 from functions.common.emulator import UserMessage
+from tests.polling import wait_for
 from tests.serve.conftest import run_sleepy_app
 
 pytestmark = pytest.mark.serve
@@ -35,13 +35,6 @@ def running_generate_replicas() -> int:
 
     deployment = serve.status().applications[APP].deployments["generate"]
     return deployment.replica_states.get("RUNNING", 0)
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f} s waiting for {what}"
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +58,13 @@ def test_a_held_burst_scales_generate_up_then_back_down_answering_everyone_once(
     sender.start()
     # Ten answers held 15 s each, two at a time per replica: the predicted wait is far past
     # the 6 s deadline, so the policy asks for every replica it may have.
-    wait_for(lambda: running_generate_replicas() == MAX_REPLICAS, 60, f"{MAX_REPLICAS} generate replicas")
+    wait_for(lambda: running_generate_replicas() == MAX_REPLICAS, 60, f"{MAX_REPLICAS} generate replicas", 0.5)
 
     api = emulator.api
     wait_for(lambda: all(any(ANSWER in text for text in api.received(user)) for user in users), 150,
-             "every user's answer")
+             "every user's answer", 0.5)
     # Nothing in flight: after downscale_delay_s the policy lets the extra replicas go.
-    wait_for(lambda: running_generate_replicas() == 1, 90, "generate back at 1 replica")
+    wait_for(lambda: running_generate_replicas() == 1, 90, "generate back at 1 replica", 0.5)
     sender.join(timeout=30)
     for user in users:
         received = api.received(user)

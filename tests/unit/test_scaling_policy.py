@@ -16,7 +16,6 @@ from functions.generate.scaling.policy import (
     LoadSample,
     PolicyMemory,
     plan,
-    predicted_wait_s,
 )
 
 PARAMS = DeadlineParams(deadline_s=15.0, service_s=4.0, batch=48, startup_s=45.0, utilisation=0.8)
@@ -75,10 +74,14 @@ def test_a_longer_start_up_asks_for_more_replicas_in_the_same_burst():
 
 
 def test_a_backlog_is_sized_to_be_answered_inside_the_deadline():
-    # 480 waiting with 1 replica: at 48 per 4 s it takes 40 s; to fit 11 s (15 - 4) needs ~4.
-    decision = run([(0.0, 480.0, 1)])[0]
-    assert predicted_wait_s(480.0, 1, PARAMS) == pytest.approx(36.0)
-    assert math.ceil(decision.replicas) >= 4
+    # 480 waiting, nothing arriving any more (the memory saw them all a second ago).
+    quiet = PolicyMemory(last_time=-1.0, last_in_system=480.0 + 12.0)
+    # 4 s answers: a batch slot for each (480 / 48 = 10) already answers them in time.
+    assert plan(LoadSample(0.0, 480.0, 1), quiet, PARAMS).replicas == pytest.approx(10.0)
+    # 10 s answers leave 5 s of the 15: 480 * 10 / (48 * 5) = 20 replicas.
+    slow = DeadlineParams(deadline_s=15.0, service_s=10.0, batch=48, startup_s=45.0)
+    quiet = PolicyMemory(last_time=-1.0, last_in_system=480.0 + 4.8)
+    assert plan(LoadSample(0.0, 480.0, 1), quiet, slow).replicas == pytest.approx(20.0)
 
 
 def test_idle_goes_to_zero_and_a_single_question_asks_for_one():

@@ -12,7 +12,7 @@ import pytest
 
 from functions.common.errors import ConfigurationError
 from functions.generate.scaling.baselines import StaticPolicy
-from functions.generate.scaling.compare import cluster_model, read_generate_scaling, recommend, run_policies
+from functions.generate.scaling.compare import cluster_model, read_generate_scaling, recommend, run_policies, table
 from functions.generate.scaling.simulator import ClusterModel, simulate
 from functions.generate.scaling.traces import campaign_rate, campaign_trace, load_csv, load_trace
 
@@ -39,6 +39,18 @@ def test_ours_beats_rays_default_on_one_without_losing_on_the_other(campaign):
     ours, ray = results["deadline_aware"], results["ray_default"]
     assert ours.cost <= ray.cost and ours.within_15s >= ray.within_15s
     assert ours.cost < ray.cost or ours.within_15s > ray.within_15s
+
+
+def test_readme_shows_the_campaign_table_this_code_computes(campaign):
+    _, results = campaign
+    assert table(results, results["static"].cost) in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_mistyped_policy_setting_is_refused_as_serve_would(tmp_path):
+    broken = (REPO / "deploy" / "prod.yaml").read_text(encoding="utf-8").replace("utilisation:", "utilization:")
+    (tmp_path / "prod.yaml").write_text(broken, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="policy_kwargs: .*utilization"):
+        read_generate_scaling(tmp_path / "prod.yaml")
 
 
 def test_the_deploy_files_carry_the_simulators_recommendation(campaign):

@@ -23,6 +23,7 @@ from observability.trace_cli import message_spans, render_tree
 from serve_app import main
 from functions.generate.deployment import GenerateServer
 from tests.fakes import SleepyEngine
+from tests.polling import wait_for
 from tests.unit.ingress_stack import make_client, post
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -48,14 +49,6 @@ def by_name(records):
     for record in records:
         named.setdefault(record["name"], []).append(record)
     return named
-
-
-def wait_for(condition, timeout_s: float = 5.0):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_a_first_delivery_answered_in_time_costs_no_trace_index_write(home, spans):

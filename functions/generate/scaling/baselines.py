@@ -49,15 +49,17 @@ class ServeRunPolicy:
             _apply_delay_logic,
             _apply_scaling_factors,
             _extract_internal_policy_state,
+            _get_cold_start_scale_up_replicas,
         )
 
         config = self.config
-        if current == 0 and in_system > 0:  # Serve's cold-start fast path: no delays
-            return max(math.ceil(config.get_upscaling_factor()), target)
         ctx = SimpleNamespace(
             current_num_replicas=current, target_num_replicas=target, total_num_requests=in_system,
             total_queued_requests=0.0, policy_state=dict(self.state), current_time=now, config=config,
             capacity_adjusted_min_replicas=config.min_replicas, capacity_adjusted_max_replicas=config.max_replicas)
+        cold_start = _get_cold_start_scale_up_replicas(ctx)  # from zero, Serve skips every delay
+        if cold_start is not None:
+            return cold_start
         desired, user_state = self.policy(ctx)
         desired = _apply_scaling_factors(desired, current, config)
         desired = max(config.min_replicas, min(config.max_replicas, desired))

@@ -6,10 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from functions.common.errors import ConfigurationError
-
 REPO_DIR = Path(__file__).resolve().parents[3]
 DEFAULT_DEPLOY = REPO_DIR / "deploy" / "prod.yaml"
+
+
+def seconds(minimum: float):
+    def parse(text: str) -> float:
+        value = float(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}")
+        return value
+    return parse
 
 
 def register_simulate_command(commands) -> None:
@@ -19,8 +26,8 @@ def register_simulate_command(commands) -> None:
     parser.add_argument("--trace", default="campaign", help="campaign, daily, or a CSV file (first column: arrival time)")
     parser.add_argument("--seed", type=int, default=0, help="arrivals, answer lengths and preemptions (default 0)")
     parser.add_argument("--config", default=str(DEFAULT_DEPLOY), help="deploy file whose generate autoscaling is used")
-    parser.add_argument("--startup-s", type=float, help="replica start-up time (default: the policy's startup_s)")
-    parser.add_argument("--service-s", type=float, help="mean answer time at a full batch (default: the policy's)")
+    parser.add_argument("--startup-s", type=seconds(minimum=0.0), help="replica start-up time (default: the policy's startup_s)")
+    parser.add_argument("--service-s", type=seconds(minimum=0.001), help="mean answer time at a full batch (default: the policy's)")
     parser.add_argument("--on-demand-base", type=int, default=1, help="replicas on on-demand nodes; the rest on spot")
     parser.add_argument("--preemptions-per-hour", type=float, default=0.1, help="per spot replica (default 0.1)")
     parser.add_argument("--on-demand-price", type=float, default=1.212, help="$/GPU-hour (default: g5.2xlarge)")
@@ -33,19 +40,11 @@ def register_simulate_command(commands) -> None:
 
 
 def _cmd_simulate(opts: argparse.Namespace) -> int:
-    from functions.generate.scaling.compare import (
-        cluster_model,
-        plot,
-        policy_kwargs,
-        read_generate_scaling,
-        recommend,
-        run_policies,
-        table,
-    )
+    from dataclasses import asdict
+
+    from functions.generate.scaling.compare import cluster_model, plot, read_generate_scaling, recommend, run_policies, table
     from functions.generate.scaling.traces import load_trace
 
-    if opts.startup_s is not None and opts.startup_s < 0 or opts.service_s is not None and opts.service_s <= 0:
-        raise ConfigurationError("--startup-s must be >= 0 and --service-s > 0")
     scaling = read_generate_scaling(Path(opts.config))
     arrivals = load_trace(opts.trace, opts.seed)
     model = cluster_model(scaling, startup_s=opts.startup_s, service_s=opts.service_s,
@@ -59,7 +58,7 @@ def _cmd_simulate(opts: argparse.Namespace) -> int:
               "policies": {name: result.summary() for name, result in results.items()}}
     if opts.recommend:
         params, result = recommend(arrivals, scaling, model)
-        report["recommended"] = {"policy_kwargs": policy_kwargs(params), **result.summary()}
+        report["recommended"] = {"policy_kwargs": asdict(params), **result.summary()}
     if opts.json:
         print(json.dumps(report))
         return 0

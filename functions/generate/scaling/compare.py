@@ -8,10 +8,8 @@ simulator models unless a flag says otherwise.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-
-import yaml
 
 from functions.common.errors import ConfigurationError
 from functions.generate.scaling.baselines import QpsTargetPolicy, StaticPolicy, deadline_aware, ray_default
@@ -31,32 +29,28 @@ class DeploymentScaling:
 
 
 def read_generate_scaling(deploy_file: Path) -> DeploymentScaling:
+    from functions.common.serve_config import APP_NAME, read_serve_config_file
+
+    options = read_serve_config_file(deploy_file).deployment_options(APP_NAME).get("generate", {})
+    autoscaling = dict(options.get("autoscaling_config") or {})
+    if not autoscaling:
+        raise ConfigurationError(f"{deploy_file} has no autoscaling generate deployment")
+    policy = autoscaling.pop("policy", None) or {}
     try:
-        document = yaml.safe_load(deploy_file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {deploy_file}: {exc.strerror}") from None
-    for application in document.get("applications", []):
-        for deployment in application.get("deployments", []):
-            if deployment.get("name") == "generate" and deployment.get("autoscaling_config"):
-                autoscaling = dict(deployment["autoscaling_config"])
-                policy = autoscaling.pop("policy", None) or {}
-                known = {f.name for f in fields(DeadlineParams)}
-                kwargs = {k: v for k, v in (policy.get("policy_kwargs") or {}).items() if k in known}
-                return DeploymentScaling(autoscaling, DeadlineParams(**kwargs))
-    raise ConfigurationError(f"{deploy_file} has no autoscaling generate deployment")
+        params = DeadlineParams(**(policy.get("policy_kwargs") or {}))
+    except (TypeError, ValueError) as exc:  # what Serve would refuse at deploy time
+        raise ConfigurationError(f"{deploy_file}: generate's policy_kwargs: {exc}") from None
+    return DeploymentScaling(autoscaling, params)
 
 
-def run_policies(arrivals: list[float], scaling: DeploymentScaling, model: ClusterModel,
-                 params: DeadlineParams | None = None) -> dict[str, PolicyResult]:
-    params = params or scaling.params
-    auto = scaling.autoscaling
-    ours_auto = {k: v for k, v in auto.items() if k != "target_ongoing_requests"}
-    default_auto = {**auto, "upscale_delay_s": auto.get("upscale_delay_s", 30.0)}
+def run_policies(arrivals: list[float], scaling: DeploymentScaling, model: ClusterModel) -> dict[str, PolicyResult]:
+    """Every policy under the deployment's own bounds and delays (Ray's default reads its
+    target_ongoing_requests; ours ignores it)."""
     policies = [
         StaticPolicy(model.max_replicas),
-        ray_default(default_auto),
-        QpsTargetPolicy(params.replica_rate, model.min_replicas, model.max_replicas),
-        deadline_aware(ours_auto, params),
+        ray_default(scaling.autoscaling),
+        QpsTargetPolicy(scaling.params.replica_rate, model.min_replicas, model.max_replicas),
+        deadline_aware(scaling.autoscaling, scaling.params),
     ]
     return {policy.name: simulate(arrivals, policy, model) for policy in policies}
 
@@ -73,20 +67,15 @@ def cluster_model(scaling: DeploymentScaling, **overrides) -> ClusterModel:
 def recommend(arrivals: list[float], scaling: DeploymentScaling, model: ClusterModel) -> tuple[DeadlineParams, PolicyResult]:
     """The cheapest utilisation that answers REQUIRED_WITHIN_15S inside the deadline and loses
     nothing; if none does, the one with the best deadline share."""
-    ours_auto = {k: v for k, v in scaling.autoscaling.items() if k != "target_ongoing_requests"}
     tried = []
     for utilisation in UTILISATION_GRID:
         params = replace(scaling.params, utilisation=utilisation)
-        result = simulate(arrivals, deadline_aware(ours_auto, params), model)
+        result = simulate(arrivals, deadline_aware(scaling.autoscaling, params), model)
         tried.append((params, result))
     good = [(p, r) for p, r in tried if r.within_15s >= REQUIRED_WITHIN_15S and r.lost == 0]
     if good:
         return min(good, key=lambda pair: pair[1].cost)
     return max(tried, key=lambda pair: pair[1].within_15s)
-
-
-def policy_kwargs(params: DeadlineParams) -> dict:
-    return {key: value for key, value in asdict(params).items()}
 
 
 def table(results: dict[str, PolicyResult], static_cost: float) -> str:

@@ -20,9 +20,8 @@ The core (``plan``) is pure: a sample and the previous memory in, replicas and m
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 MEMORY_KEY = "deadline_aware"  # our part of Serve's policy_state
 
@@ -77,7 +76,6 @@ class Decision:
     replicas: float  # Serve rounds, bounds and delays this
     rate: float
     expected_rate: float  # at the time a replica started now is ready
-    predicted_wait_s: float  # for a message arriving now, with the replicas we have
     memory: PolicyMemory = field(compare=False)
 
 
@@ -92,16 +90,8 @@ def completion_rate(in_system: float, replicas: int, params: DeadlineParams) -> 
     return running / params.service_s
 
 
-def predicted_wait_s(in_system: float, replicas: int, params: DeadlineParams) -> float:
-    """Time a message arriving now spends queued before its generation starts."""
-    if replicas <= 0:
-        return math.inf if in_system > 0 else 0.0
-    queued = max(0.0, in_system - replicas * params.batch)
-    return queued / (replicas * params.batch / params.service_s)
-
-
 def plan(sample: LoadSample, memory: PolicyMemory, params: DeadlineParams) -> Decision:
-    memory = PolicyMemory(**asdict(memory))
+    memory = replace(memory)  # a copy: the caller's memory stays as it was
     if memory.last_time is not None and sample.now > memory.last_time:
         elapsed = sample.now - memory.last_time
         finished = completion_rate(memory.last_in_system, sample.replicas, params) * elapsed
@@ -128,8 +118,7 @@ def plan(sample: LoadSample, memory: PolicyMemory, params: DeadlineParams) -> De
     replicas = max(for_rate, for_backlog, for_in_flight)
     if sample.in_system <= 0 and expected_rate < params.idle_rate:
         replicas = 0.0
-    return Decision(replicas, memory.rate, expected_rate,
-                    predicted_wait_s(sample.in_system, sample.replicas, params), memory)
+    return Decision(replicas, memory.rate, expected_rate, memory)
 
 
 class DeadlineAwarePolicy:

@@ -151,7 +151,7 @@ def simulate(arrivals: list[float], policy: Policy, model: ClusterModel) -> Poli
                 if replica.ready_at > now:
                     replicas.remove(replica)
                 else:
-                    replica.leave_at = now + (max((f for f, _ in replica.in_flight), default=now) - now)
+                    replica.leave_at = max((finish for finish, _ in replica.in_flight), default=now)
 
         ready = [r for r in replicas if r.ready(now)]
         while queue and ready:
