@@ -74,7 +74,7 @@ class Ingress(ReportsSpans):
         configure_for("ingress", settings)  # log lines with trace ids, and the tracer
         clock = clock or SystemClock()
         store = open_state_store(settings.state_location(), clock)
-        self._telemetry = MessageTelemetry(store, trace_ttl_s=settings.ledger_ttl_s)
+        self._telemetry = MessageTelemetry(store, clock)
         self._metrics_publisher = metrics.replica_publisher("ingress", settings, store)  # other ingress replicas serve it too
         self._continuations = ContinuationStore(
             store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=2 * settings.job_lease_s
@@ -110,6 +110,7 @@ class Ingress(ReportsSpans):
             self._answer_job,
             max_new_tokens=settings.max_new_tokens,
             job_context=detached_context,  # a job outlives its delivery, but stays in the message's trace
+            trace_carrier=current_traceparent,  # kept with the claim: retries link to the first
         )
         if decrypt is None:  # fused (compose_app passes None for all three): the cheap steps run here
             decrypt, intent, encrypt = fused_steps(settings_overrides)
@@ -202,18 +203,7 @@ class Ingress(ReportsSpans):
             return _rejected(account, opened)
         self._telemetry.opened(opened)
         outcome = await self._delivery.deliver(opened, started=started_s, hung_up=hung_up)
-        passive_reply = outcome.kind == "passive" and outcome.reply is not None
-        self._telemetry.delivered(outcome.kind, outcome.deliveries, passive_reply=passive_reply)
-        if self._telemetry.needs_link(outcome.deliveries, passive_reply):
-            # A retry's reply must not wait on the store for a trace link: 50 ms at most, and
-            # a link that comes later is simply dropped (the span has ended).
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self._telemetry.link_deliveries, opened, outcome.deliveries),
-                                       timeout=0.05)
-            except asyncio.TimeoutError:
-                pass
-            except Exception as exc:  # telemetry must never cost a message
-                _log_failure("trace link", exc)
+        self._telemetry.delivered(outcome)
         log_event(
             "delivered",
             account=account,
@@ -223,7 +213,7 @@ class Ingress(ReportsSpans):
             delivery=outcome.deliveries,
             elapsed_ms=round((time.monotonic() - started_s) * 1000),
         )
-        if outcome.kind == "passive" and outcome.reply is not None:
+        if outcome.passive_reply:
             return Response(outcome.reply.body, media_type=outcome.reply.content_type)
         if outcome.kind == "success":
             return Response(NO_REPLY.body, media_type=NO_REPLY.content_type)

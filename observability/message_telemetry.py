@@ -19,15 +19,15 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from functions.common.ledger import dedupe_digest
+from functions.common.clock import Clock
+from functions.common.delivery import Outcome
 from functions.common.outbox import DEAD_QUEUE, PENDING_QUEUE
 from functions.common.records import InboundMessage
 from functions.common.state import StateStore
 from observability import metrics
 from observability.logs import hashed_user
-from observability.tracing import current_traceparent, extract, in_span, link_to, set_attributes, start_span
+from observability.tracing import current_traceparent, extract, link_to, set_attributes, start_span
 
-TRACE_KEY_PREFIX = "wxa:trace:"
 
 log = logging.getLogger("wxassist.telemetry")
 
@@ -47,9 +47,9 @@ def _never_raises(record):
 
 
 class MessageTelemetry:
-    def __init__(self, store: StateStore, *, trace_ttl_s: float):
-        self._store = store
-        self._trace_ttl_s = trace_ttl_s
+    def __init__(self, store: StateStore, clock: Clock):
+        self._store = store  # the outbox backlog and every process's metric snapshots
+        self._clock = clock  # the one deadlines are set on (DeliveryPolicy)
         self.source = metrics.process_source("ingress")
 
     @contextmanager
@@ -65,34 +65,26 @@ class MessageTelemetry:
         set_attributes(**{"wechat.msg_id": message_id(message), "wechat.msg_type": message.msg_type,
                           "wxassist.user": hashed_user(message.from_user)})
 
-    def needs_link(self, deliveries: int, passive_reply: bool) -> bool:
-        """Whether this delivery touches the trace index: a first delivery that WeChat will
-        retry (no passive reply) records its trace, and every retry links to it. A first
-        delivery answered in time, the common case, costs no store round trip."""
-        return in_span() and (deliveries > 1 or not passive_reply)
-
-    def link_deliveries(self, message: InboundMessage, deliveries: int) -> None:
-        """In a thread (it touches the store): the first trace of a message is kept; a
-        retry's span links to it."""
-        key = TRACE_KEY_PREFIX + dedupe_digest(message.dedupe_key)
+    @_never_raises
+    def link_to_first(self, first_trace: str) -> None:
+        """A retry's span links to the first delivery's trace (kept in the claim ledger, so
+        linking costs no store call of its own)."""
         own = current_traceparent()
-        if self._store.set_if_absent(key, own, self._trace_ttl_s) or deliveries == 1:
+        if not first_trace or not own or first_trace.split("-")[1:2] == own.split("-")[1:2]:
             return
-        first = self._store.get(key)
-        if first and first.split("-")[1:2] != own.split("-")[1:2]:  # another trace: a retry
-            link = link_to(first)
-            if link is not None:
-                span = trace.get_current_span()
-                span.add_link(link.context, {"wxassist.link": "first_delivery"})
-                span.set_attribute("wxassist.retry_of", f"{link.context.trace_id:032x}")
+        link = link_to(first_trace)
+        if link is not None:
+            span = trace.get_current_span()
+            span.add_link(link.context, {"wxassist.link": "first_delivery"})
+            span.set_attribute("wxassist.retry_of", f"{link.context.trace_id:032x}")
 
     @_never_raises
-    def delivered(self, outcome_kind: str, deliveries: int, passive_reply: bool) -> None:
-        metrics.DELIVERIES.labels(outcome_kind).inc()
-        if passive_reply:
+    def delivered(self, outcome: Outcome) -> None:
+        metrics.DELIVERIES.labels(outcome.kind).inc()
+        if outcome.passive_reply:
             metrics.REPLIES.labels("passive").inc()
-        set_attributes(**{"wxassist.outcome": outcome_kind, "wxassist.deliveries": deliveries,
-                          "wxassist.delivery": "passive" if passive_reply else outcome_kind})
+        set_attributes(**{"wxassist.outcome": outcome.kind, "wxassist.deliveries": outcome.deliveries})
+        self.link_to_first(outcome.first_trace)
 
     @_never_raises
     def rejected(self, reason: str) -> None:
@@ -114,14 +106,12 @@ class MessageTelemetry:
         outcome = "error" if "error" in details else "deferred" if details.get("deferred") else "ok"
         metrics.MESSAGES.labels(route, outcome).inc()
         metrics.ANSWER_SECONDS.observe(time.monotonic() - started_s)
-        if deadline_s is not None and time.time() > deadline_s:
+        if deadline_s is not None and self._clock.now_s() > deadline_s:
             metrics.DEADLINE_MISSES.inc()
         if route == "knowledge":
             metrics.KNOWLEDGE_ANSWERS.labels(str(details.get("grounding", "none"))).inc()
         set_attributes(**{"wxassist.route": route, "wxassist.outcome": outcome,
                           "wxassist.grounding": details.get("grounding"),
-                          "wxassist.faq_hit": details.get("grounding") == "faq",
-                          "wxassist.cache_hit": details.get("grounding") == "cache",
                           "wxassist.passages": details.get("passages"),
                           "wxassist.intent": details.get("intent"),
                           "gen_ai.usage.input_tokens": details.get("tokens_in"),

@@ -55,7 +55,7 @@ def render_tree(spans: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-SHOWN = ("wechat.msg_id", "wxassist.route", "wxassist.intent", "wxassist.outcome", "wxassist.delivery",
+SHOWN = ("wechat.msg_id", "wxassist.route", "wxassist.intent", "wxassist.outcome",
          "wxassist.deliveries", "wxassist.grounding", "wxassist.passages", "wxassist.queue_wait_ms",
          "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "wxassist.truncated", "wxassist.push_outcome",
          "wechat.errcode", "error.type")

@@ -9,7 +9,7 @@
   ``TracedHandle`` adds it to every call made inside a span, and ``@traced`` on the replica's
   method takes it out and opens the function's span as that call's child.
 * Attributes say what happened, never what was said: no message text, no secrets, user ids
-  hashed (``tests/integration/test_tracing.py`` greps every exported span to prove it).
+  hashed (``tests/serve/test_observability.py`` greps every span file and Ray log to prove it).
 """
 
 from __future__ import annotations

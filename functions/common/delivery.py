@@ -18,12 +18,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from functions.common.clock import Clock
 from functions.common.continuation import ContinuationStore
-from functions.common.ledger import ClaimLedger, LedgerEntry
+from functions.common.ledger import Claim, ClaimLedger, LedgerEntry
 from functions.common.outbox import Outbox, OutboxItem
 from functions.common.platform import DELIVERY_ATTEMPTS, DELIVERY_TIMEOUT_S, REDELIVERY_INTERVAL_S
 from functions.common.records import InboundMessage, Reply
@@ -63,6 +63,11 @@ class Outcome:
     kind: Literal["passive", "success", "not_yet"]
     reply: Reply | None = None
     deliveries: int = 1
+    first_trace: str = ""  # a retry: the first delivery's traceparent, to link to
+
+    @property
+    def passive_reply(self) -> bool:
+        return self.kind == "passive" and self.reply is not None
 
 
 # (message, max_new_tokens, deadline_s or None) -> the reply
@@ -150,6 +155,7 @@ class DeliveryCoordinator:
         max_new_tokens: int,
         poll_s: float = 0.1,
         job_context: Callable[[], contextvars.Context] = contextvars.Context,
+        trace_carrier: Callable[[], str] = lambda: "",
     ):
         self._ledger = ledger
         self._overflow = overflow  # by account name
@@ -159,6 +165,7 @@ class DeliveryCoordinator:
         self._max_new_tokens = max_new_tokens
         self._poll_s = poll_s
         self._job_context = job_context  # fresh, but may carry the trace (observability/tracing.py)
+        self._trace_carrier = trace_carrier  # this delivery's traceparent, kept in the ledger
         self._jobs: set[asyncio.Task] = set()
 
     async def deliver(
@@ -175,11 +182,18 @@ class DeliveryCoordinator:
         arrived_s = self._clock.now_s() - (now - started)
         job_id = uuid.uuid4().hex
         try:
-            claim = await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id)
+            claim = await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id, self._trace_carrier())
         except Exception:  # no shared state: answer directly; a duplicate beats a loss
             logger.exception("ledger unavailable; answering without deduplication")
             return Outcome("passive", await self._answer(message, self._max_new_tokens,
                                                          arrived_s + self._policy.window_s))
+        outcome = await self._serve(message, claim, window_end, arrived_s, hung_up)
+        # A retry (even one that took over a dead owner's job) links back to the first delivery.
+        return replace(outcome, first_trace=claim.entry.trace) if claim.entry.deliveries > 1 else outcome
+
+    async def _serve(self, message: InboundMessage, claim: Claim, window_end: float, arrived_s: float,
+                     hung_up: asyncio.Event) -> Outcome:
+        """After the claim: run the job if it is ours, then wait in this delivery's window."""
         entry = claim.entry
         if claim.won:
             # A fresh context: the job belongs to the message, not to this delivery. Ray Serve

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 from functions.common.clock import Clock
@@ -37,13 +37,17 @@ class LedgerEntry:
     deliveries: int = 1
     handoff: bool = False  # the last delivery answered "success": the job must push its answer
     served: bool = False  # a delivery returned the passive reply to a still-connected client
+    trace: str = ""  # the first delivery's traceparent: retries link their traces to it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str) -> LedgerEntry:
-        return cls(**json.loads(raw))
+        """Fields this version does not know are dropped: a replica one release behind (a
+        rollback) still reads entries a newer one wrote."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in json.loads(raw).items() if key in known})
 
     def reply(self) -> Reply:
         return Reply(self.reply_body, content_type=self.content_type)
@@ -73,11 +77,12 @@ class ClaimLedger:
         self._ttl_s = ttl_s
         self._job_lease_s = job_lease_s
 
-    def claim(self, dedupe_key: tuple[str, str, str], job_id: str) -> Claim:
-        """Claim the message for a new job, or count this delivery against the existing one."""
+    def claim(self, dedupe_key: tuple[str, str, str], job_id: str, trace: str = "") -> Claim:
+        """Claim the message for a new job, or count this delivery against the existing one.
+        ``trace``: this delivery's traceparent, kept if it is the first."""
         key = ledger_key(dedupe_key)
         now_s = self._clock.now_s()
-        mine = LedgerEntry(job_id, "in_flight", now_s + self._job_lease_s, first_seen_s=now_s)
+        mine = LedgerEntry(job_id, "in_flight", now_s + self._job_lease_s, first_seen_s=now_s, trace=trace)
         for _ in range(CAS_ATTEMPTS):  # lost races (expiry, a concurrent update) are retried
             if self._store.set_if_absent(key, mine.to_json(), self._ttl_s):
                 return Claim(True, mine)

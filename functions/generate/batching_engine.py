@@ -27,14 +27,21 @@ log = logging.getLogger(__name__)
 REPLACEMENT_CHAR = "\ufffd"
 
 
+def require_model(model_dir: str | Path) -> Path:
+    """The model folder, or a ModelError saying how to get one."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"no model at {model_dir}: run `wxassist model pull` or `wxassist model import-gguf` "
+                         "(make setup does the latter)")
+    return model_dir
+
+
 def load_model(model_dir: str | Path, *, device: str | None, torch_threads: int | None, dtype: str):
     """The tokenizer and the model on its device, for either engine: (tokenizer, model, device, dtype)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ModelError(f"no model at {model_dir}: run `wxassist model import-gguf` (make setup does)")
+    model_dir = require_model(model_dir)
     if torch_threads:
         torch.set_num_threads(torch_threads)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

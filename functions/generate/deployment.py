@@ -81,9 +81,9 @@ class GenerateServer(ReportsSpans):
         )
 
         self._answers = 0
-        self._counts_lock = threading.Lock()
-        self._waiting = 0  # in the pool's queue, not yet at the engine
-        self._running = 0  # at the engine: what it batches
+        # Guards each request's "started" flag: a request cancelled in the queue and the pool
+        # thread picking it up must agree on which of them takes it out of the queue gauge.
+        self._started_lock = threading.Lock()
         self._publisher = metrics.replica_publisher("generate", settings)
 
     def ready(self) -> bool:
@@ -102,17 +102,17 @@ class GenerateServer(ReportsSpans):
         self._answers += 1
         arrived_s = time.monotonic()
         started = threading.Event()  # set in the pool thread: a request cancelled while queued never starts
-        self._count(waiting=1)
+        metrics.GENERATE_QUEUE.inc()  # in the pool's queue, not yet at the engine
         call = functools.partial(self._generate, started, arrived_s, question, passages, max_new_tokens, history,
                                  deadline_s)
         try:
             answer, queue_wait_s = await asyncio.get_running_loop().run_in_executor(self._pool, call)
         finally:
-            with self._counts_lock:  # cancelled in the queue: it leaves the queue here, and never runs
+            with self._started_lock:  # cancelled in the queue: it leaves the queue here, and never runs
                 abandoned = not started.is_set()
                 started.set()
             if abandoned:
-                self._count(waiting=-1)
+                metrics.GENERATE_QUEUE.dec()
         metrics.GENERATE_TOKENS.labels("in").inc(answer.tokens_in)
         metrics.GENERATE_TOKENS.labels("out").inc(answer.tokens_out)
         metrics.GENERATE_SECONDS.observe(time.monotonic() - arrived_s)
@@ -125,22 +125,16 @@ class GenerateServer(ReportsSpans):
     def _generate(self, started: threading.Event, arrived_s: float, *args) -> tuple[Answer | None, float]:
         """In a pool thread: the wait for the thread is the replica's queue wait."""
         queue_wait_s = time.monotonic() - arrived_s
-        with self._counts_lock:
+        with self._started_lock:
             if started.is_set():  # its caller was cancelled while it queued: no GPU time for it
                 return None, queue_wait_s
             started.set()
-        self._count(waiting=-1, running=1)
+        metrics.GENERATE_QUEUE.dec()
+        metrics.GENERATE_BATCH.inc()  # at the engine: what it batches
         try:
             return self._core.answer(*args), queue_wait_s
         finally:
-            self._count(running=-1)
-
-    def _count(self, waiting: int = 0, running: int = 0) -> None:
-        with self._counts_lock:
-            self._waiting += waiting
-            self._running += running
-            metrics.GENERATE_QUEUE.set(self._waiting)
-            metrics.GENERATE_BATCH.set(self._running)
+            metrics.GENERATE_BATCH.dec()
 
     def describe(self) -> dict[str, str]:
         """Which model, on what device and in which dtype this replica generates with."""

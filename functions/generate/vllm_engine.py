@@ -20,7 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from functions.common.errors import ModelError
-from functions.generate.batching_engine import REPLACEMENT_CHAR, prompt_ids
+from functions.generate.batching_engine import REPLACEMENT_CHAR, prompt_ids, require_model
 from functions.generate.core import Completion, Message
 
 class VllmEngine:
@@ -34,9 +34,7 @@ class VllmEngine:
                              "(pip install vllm); the default engine needs nothing more") from exc
         from transformers import AutoTokenizer
 
-        model_dir = Path(model_dir)
-        if not (model_dir / "config.json").is_file():
-            raise ModelError(f"no model at {model_dir}: run `wxassist model pull` or `wxassist model import-gguf`")
+        model_dir = require_model(model_dir)
         self.model_name = model_dir.name
         self.device = "cuda"
         self.dtype = "bfloat16" if dtype == "auto" else dtype

@@ -57,7 +57,7 @@ def service(tmp_path_factory) -> RunningService:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         with BackgroundServer(emulator_app(emulator), free_port()) as platform:
-            # Every replica keeps its spans in the SDK's in-memory exporter (tests/serve/test_tracing.py).
+            # Every replica keeps its spans in the SDK's in-memory exporter (tests/serve/test_observability.py).
             args = {**app_args, "home": str(home), "model_cache": str(settings.model_cache_dir()),
                     "wechat_api_base": platform.url, "trace_exporter": "memory"}
             serve.run(compose_app(args, options), name=APP_NAME, route_prefix="/")

@@ -68,7 +68,8 @@ def test_one_message_is_one_trace_across_the_replicas_in_memory(service):
     assert named["ingress"]["function"] == named["decrypt"]["function"] == "ingress"
     assert named["generate"]["attributes"]["gen_ai.usage.output_tokens"] > 0
     assert named["retrieve"]["attributes"]["wxassist.passages"] > 0
-    # The model takes longer than one window: WeChat's retries are traces of their own, linked.
+    # If the model took longer than one window, WeChat's retries are traces of their own, linked
+    # (always so in the pushed-answer test below).
     retries = [s for s in spans if s["trace_id"] != first and s["name"] == "ingress"]
     assert len(retries) == len(result.statuses) - 1
     assert all(retry["links"][0]["trace_id"] == first for retry in retries)
@@ -99,6 +100,10 @@ def test_a_pushed_answer_is_one_split_trace_with_its_push_and_leaks_nothing(slee
     assert named["push"]["attributes"]["wxassist.push_outcome"] == "sent"
     functions = {s["function"] for s in named.values()}
     assert {"ingress", "decrypt", "intent", "retrieve", "generate", "encrypt", "push"} <= functions  # split: 7 processes
+    # Pushed means every delivery went unanswered: WeChat's retries are traces of their own,
+    # each linked to the first (through the claim ledger entry).
+    retries = [s for s in spans if s["trace_id"] != first and s["name"] == "ingress"]
+    assert len(retries) == 2 and all(retry["links"][0]["trace_id"] == first for retry in retries), retries
 
     credentials = json.loads((sleepy_service.home / "dev-credentials.json").read_text())
     secrets = {"message text": "WX-SECRET-88421", "token": credentials["token"],

@@ -55,13 +55,16 @@ def test_other_processes_snapshots_are_merged_under_their_process_label(tmp_path
     store.set(metrics.SNAPSHOT_PREFIX + "push:node-b:42", metrics.generate_latest(other).decode(), ttl_s=30)
     store.set(metrics.SNAPSHOT_PREFIX + "push:node-c:7", metrics.generate_latest(other).decode(), ttl_s=0.01)
     time.sleep(0.05)  # node-c's replica died: its snapshot expired with it
-    parsed = samples(metrics.exposition(store, "ingress:node-a:1").decode())
+    text = metrics.exposition(store, "ingress:node-a:1").decode()
+    parsed = samples(text)
     pushed = {labels: v for (name, labels), v in parsed.items() if name == "wxassist_pushes_total"}
     assert pushed[(("outcome", "sent"), ("process", "push:node-b:42"))] == 3
     assert not any(dict(labels)["process"] == "push:node-c:7" for labels in pushed)
     # This process's own series are there too, under its own label, once.
-    own = [labels for (name, labels) in parsed if dict(labels).get("process") == "ingress:node-a:1"]
-    assert own
+    own = [(sample.name, tuple(sorted(sample.labels.items())))
+           for family in text_string_to_metric_families(text) for sample in family.samples
+           if sample.labels.get("process") == "ingress:node-a:1"]
+    assert own and len(own) == len(set(own))  # not also merged back from its own published snapshot
 
 
 def test_a_publisher_outside_a_serve_replica_is_none(home):

@@ -51,14 +51,18 @@ def by_name(records):
     return named
 
 
-def test_a_first_delivery_answered_in_time_costs_no_trace_index_write(home, spans):
-    """The trace index is for retries: a message answered passively at once leaves no key."""
+def test_the_first_deliverys_trace_rides_in_its_claim_ledger_entry(home, spans):
+    """Retries link to the first delivery's trace through the claim ledger entry."""
+    from functions.common.ledger import KEY_PREFIX, LedgerEntry
     from functions.common.state import SQLiteStateStore
-    from observability.message_telemetry import TRACE_KEY_PREFIX
 
     client = make_client(home)
     post(client, home, question("505"))
-    assert SQLiteStateStore(home / "state.db").scan(TRACE_KEY_PREFIX) == {}
+    store = SQLiteStateStore(home / "state.db")
+    (entry,) = [LedgerEntry.from_json(raw) for raw in store.scan(KEY_PREFIX).values()]
+    wait_for(lambda: "ingress" in {s.name for s in spans.get_finished_spans()})
+    (ingress,) = [s for s in spans.get_finished_spans() if s.name == "ingress"]
+    assert entry.trace.split("-")[1] == f"{ingress.context.trace_id:032x}"
 
 
 def test_one_message_is_one_trace_with_a_span_per_step_in_the_right_places(home, spans):
