@@ -620,10 +620,11 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     if settings.wechat_token is None:
         dev_credentials, generated = ensure_dev_credentials(home)
         print(f"{'Generated' if generated else 'Using'} development credentials in {home}/dev-credentials.json")
+    # A bad config file is refused before any model or knowledge base work.
+    http_options, app_args, deployment_options = read_serve_config(Path(opts.config))
     _ensure_model(settings)
     ensure_sample_knowledge(settings)
 
-    http_options, app_args, deployment_options = read_serve_config(Path(opts.config))
     host = opts.host or http_options.get("host", "127.0.0.1")
     port = opts.port or http_options.get("port", 8000)
     base_url = f"http://{host}:{port}"
