@@ -32,14 +32,14 @@ from functions.common.ledger import ClaimLedger, dedupe_digest
 from functions.common.limits import LimitPolicy, RateLimiter
 from functions.common.memory import ConversationMemory
 from functions.common.outbox import Outbox
-from functions.common.records import InboundMessage, Intent, Rejection, Reply, Route, Turn
+from functions.common.records import Answer, InboundMessage, Intent, Rejection, Reply, Route, Turn
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
 from functions.common.model_store.cli import positive_int, register_model_commands
 from functions.common.pipeline_bench import register_pipeline_bench
 from functions.common.serve_config import APP_NAME, read_serve_config_file
-from functions.generate.scaling.cli import register_simulate_command
+from functions.generate.scaling.cli import register_drain_command, register_simulate_command
 from functions.generate.throughput import register_generate_bench
 from knowledge.cli import ensure_sample_knowledge, open_kb, register_kb_commands
 from observability import metrics
@@ -51,6 +51,7 @@ from observability.tracing import ReportsSpans, TracedHandle, configure_for, cur
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
 DEFAULT_EMULATOR_URL = "http://127.0.0.1:8001"
+GENERATE_ATTEMPTS = 3  # a replica lost, then its replacement lost too, before one answers
 
 # ---- the ingress -----------------------------------------------------------------------
 
@@ -96,9 +97,11 @@ class Ingress(ReportsSpans):
             return held if account in self._passive_only else pushed
 
         self._overflow = overflow
-        from ray.serve.exceptions import BackPressureError  # here: the CLI need not load Ray
+        from ray.exceptions import RayActorError  # here: the CLI need not load Ray
+        from ray.serve.exceptions import BackPressureError
 
         self._generate_full = BackPressureError
+        self._replica_lost = RayActorError  # died mid-call (crashed, or its node reclaimed past the drain deadline)
         self._busy_text = {"push": settings.busy_push_text, "held": settings.busy_held_text}
         self._deferred_ttl_s = settings.deferred_answer_ttl_s
 
@@ -298,13 +301,27 @@ class Ingress(ReportsSpans):
             if not passages:  # nothing to ground an answer in: say so, spend no GPU time
                 return await self._encrypt.text_reply.remote(message, self._no_answer_text)
         try:
-            answer = await self._generate.answer.remote(question, passages, max_new_tokens, history, deadline_s)
+            answer = await self._generate_answer(question, passages, max_new_tokens, history, deadline_s)
         except self._generate_full:
             details["deferred"] = True
             return await self._defer(message, question, passages, history, caching)
         details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
                        truncated=answer.truncated)
         return await self._answer_reply(message, question, answer, passages, caching)
+
+    async def _generate_answer(self, *args) -> Answer:
+        """An answer is a pure function of its inputs, so one lost with its replica is asked
+        for again: Serve routes the retry to a live replica (the drained node's replacement,
+        or a restarted one). A full queue is not retried here; the callers defer on it."""
+        for attempt in range(1, GENERATE_ATTEMPTS + 1):
+            try:
+                return await self._generate.answer.remote(*args)
+            except self._replica_lost as exc:
+                if attempt == GENERATE_ATTEMPTS:
+                    raise
+                log_event("generate_retried", attempt=attempt, error=type(exc).__name__)
+                metrics.GENERATE_RETRIES.inc()
+        raise AssertionError("unreachable")
 
     async def _answer_reply(self, message: InboundMessage, question: str, answer, passages: list, cache: bool) -> Reply:
         if not answer.text:
@@ -334,7 +351,7 @@ class Ingress(ReportsSpans):
         pause_s = 0.5
         while True:
             try:
-                answer = await self._generate.answer.remote(question, passages, None, tuple(history))
+                answer = await self._generate_answer(question, passages, None, tuple(history))
                 reply = await self._answer_reply(message, question, answer, passages, cache)
                 break
             except self._generate_full:
@@ -837,6 +854,7 @@ def _parser() -> argparse.ArgumentParser:
     register_model_commands(commands)
     register_trace_command(commands)
     register_simulate_command(commands)
+    register_drain_command(commands)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     register_generate_bench(bench)
     register_pipeline_bench(bench)

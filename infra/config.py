@@ -20,6 +20,7 @@ from typing import Any, Literal
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from functions.generate.scaling.drain import DEFAULT_DEADLINE_S as WORKER_DRAIN_S
 from infra.instances import CACHE_NODE_USD_H, NodeType, node_type
 from infra.serve_config import ServeConfig, load_serve_config
 
@@ -156,9 +157,16 @@ class StackConfig(_Strict):
         return self.environment == "prod"
 
     def load_serve(self) -> ServeConfig:
-        """The stack's Serve config, validated, and checked against the GPU nodes: every GPU
-        replica must fit on one node, and the node groups must hold every GPU at peak."""
+        """The stack's Serve config, validated, and checked against the nodes: every GPU
+        replica must fit on one node, the node groups must hold every GPU and CPU at peak, and
+        a stopping replica must finish its answers inside a worker's drain on a spot notice."""
         serve = load_serve_config(self.serve_config)
+        for name, graceful_s in serve.graceful_shutdown_s.items():
+            if graceful_s >= WORKER_DRAIN_S:
+                raise StackConfigError(
+                    f"{self.serve_config}: a stopping {name} replica may take {graceful_s:g} s "
+                    f"(graceful_shutdown_timeout_s) to finish its answers, but a worker drains in {WORKER_DRAIN_S:g} s "
+                    "on a spot interruption notice: its answers would be cut off")
         node = self.gpu_node
         for name, gpus in serve.gpus_per_replica.items():
             cpus = serve.cpus_per_replica.get(name, 1.0)

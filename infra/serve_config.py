@@ -15,6 +15,7 @@ from pathlib import Path
 from functions.common.serve_config import APP_NAME, read_serve_config_file
 
 REPO_DIR = Path(__file__).resolve().parents[1]
+SERVE_GRACEFUL_SHUTDOWN_S = 20.0  # Serve's default graceful_shutdown_timeout_s
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ServeConfig:
     gpus_per_replica: dict[str, float]  # deployment -> num_gpus, where it asks for any
     cpus_per_replica: dict[str, float]  # deployment -> num_cpus (Ray's default: 1)
     max_replicas: dict[str, int]  # deployment -> replicas at peak
+    graceful_shutdown_s: dict[str, float]  # deployment -> how long a stopping replica may finish its requests
 
     def peak_gpus(self) -> float:
         return sum(gpus * self.max_replicas[name] for name, gpus in self.gpus_per_replica.items())
@@ -39,11 +41,13 @@ def load_serve_config(relative_path: str) -> ServeConfig:
     gpus: dict[str, float] = {}
     cpus: dict[str, float] = {}
     peak: dict[str, int] = {}
+    graceful: dict[str, float] = {}
     for name, options in config.deployment_options(APP_NAME).items():
         actor = options.get("ray_actor_options") or {}
         autoscaling = options.get("autoscaling_config") or {}
         peak[name] = int(autoscaling.get("max_replicas") or options.get("num_replicas") or 1)
         cpus[name] = float(actor.get("num_cpus", 1.0))
+        graceful[name] = float(options.get("graceful_shutdown_timeout_s", SERVE_GRACEFUL_SHUTDOWN_S))
         if actor.get("num_gpus"):
             gpus[name] = float(actor["num_gpus"])
-    return ServeConfig(config.path, config.text, gpus, cpus, peak)
+    return ServeConfig(config.path, config.text, gpus, cpus, peak, graceful)

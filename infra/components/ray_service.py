@@ -11,7 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.node_groups import GPU_TOLERATION, MARKET_LABEL, POOL_LABEL, gpu_group_plans
-from infra.config import Naming, StackConfig
+from infra.config import WORKER_DRAIN_S, Naming, StackConfig
 from infra.instances import NodeType
 from infra.serve_config import ServeConfig
 
@@ -22,6 +22,15 @@ CALLBACK_SERVICE = "wxassist-callbacks"  # the Service WeChat calls
 # Ray's autoscaler hands an idle worker back after this; the cluster autoscaler then removes
 # the node (SCALE_DOWN_UNNEEDED later), so a spot GPU stays paid for ~15 idle minutes at most.
 WORKER_IDLE_TIMEOUT_S = 300
+# A worker pod that is going (a spot interruption notice, a scale-down) first drains its Ray
+# node: Serve moves its replicas elsewhere and lets in-flight answers finish
+# (functions/generate/scaling/drain.py). Kubernetes waits this long before killing the pod:
+# a spot notice's two minutes, and the drain's deadline leaves it time to exit.
+WORKER_GRACE_S = 120
+WORKER_PRE_STOP = ["wxassist", "drain-node", "--deadline-s", f"{WORKER_DRAIN_S:g}"]
+# The head holds no replicas; its Serve proxy drains for a few seconds on SIGTERM.
+HEAD_GRACE_S = 60
+HEAD_PRE_STOP = ["sleep", "10"]
 # KubeRay's autoscaler sidecar on the head; sized here so the head fits beside a CPU worker.
 AUTOSCALER_RESOURCES = {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 
@@ -45,17 +54,16 @@ def pod_resources(node: NodeType | None, *, gpus: int = 0, shares_node_with_head
     return {"requests": requests, "limits": limits}
 
 
-def ray_container(name: str, image: str, resources: dict, env: list[dict]) -> dict:
+def ray_container(name: str, image: str, resources: dict, env: list[dict], pre_stop: list[str]) -> dict:
     return {"name": name, "image": image, "env": env, "envFrom": [{"secretRef": {"name": ENV_SECRET}}],
             "ports": [{"name": "serve", "containerPort": SERVE_PORT}], "resources": resources,
-            # Serve's proxy drains for a few seconds on SIGTERM: in-flight replies finish.
-            "lifecycle": {"preStop": {"exec": {"command": ["sleep", "10"]}}}}
+            "lifecycle": {"preStop": {"exec": {"command": pre_stop}}}}
 
 
 def pod_template(*, labels: dict, service_account: pulumi.Input[str], container: dict,
-                 node_selector: dict, gpu: bool) -> dict:
+                 node_selector: dict, gpu: bool, grace_s: int) -> dict:
     spec: dict = {"serviceAccountName": service_account, "nodeSelector": node_selector,
-                  "terminationGracePeriodSeconds": 60, "containers": [container]}
+                  "terminationGracePeriodSeconds": grace_s, "containers": [container]}
     if gpu:
         spec["tolerations"] = [GPU_TOLERATION]
     return {"metadata": {"labels": labels}, "spec": spec}
@@ -86,14 +94,14 @@ def ray_labels(pool: str, market: str) -> str:
 
 def ray_service_spec(*, config: StackConfig, serve: ServeConfig, ray_version: str, labels: dict,
                      service_account: pulumi.Input[str], env: list[dict]) -> dict:
-    def container(name: str, resources: dict) -> dict:
-        return ray_container(name, config.image, resources, env)
+    def container(name: str, resources: dict, pre_stop: list[str] = WORKER_PRE_STOP) -> dict:
+        return ray_container(name, config.image, resources, env, pre_stop)
 
     head = {
         # No replicas on the head: losing a worker must not take the GCS with it.
         "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-        "template": pod_template(labels=labels, service_account=service_account, container=container("ray-head", pod_resources(None)),
-                                 node_selector={POOL_LABEL: "cpu"}, gpu=False),
+        "template": pod_template(labels=labels, service_account=service_account, container=container("ray-head", pod_resources(None), HEAD_PRE_STOP),
+                                 node_selector={POOL_LABEL: "cpu"}, gpu=False, grace_s=HEAD_GRACE_S),
     }
     cpu_node = config.cpu_node
     workers = [{
@@ -102,7 +110,7 @@ def ray_service_spec(*, config: StackConfig, serve: ServeConfig, ray_version: st
         "rayStartParams": {"num-cpus": str(cpu_node.ray_cpus), "labels": ray_labels("cpu", "on-demand")},
         "template": pod_template(labels=labels, service_account=service_account,
                                  container=container("ray-worker", pod_resources(cpu_node, shares_node_with_head=True)),
-                                 node_selector={POOL_LABEL: "cpu"}, gpu=False),
+                                 node_selector={POOL_LABEL: "cpu"}, gpu=False, grace_s=WORKER_GRACE_S),
     }]
     gpu_node = config.gpu_node
     for plan in gpu_group_plans(config):
@@ -113,7 +121,8 @@ def ray_service_spec(*, config: StackConfig, serve: ServeConfig, ray_version: st
                                "labels": ray_labels("gpu", plan.market)},
             "template": pod_template(labels=labels, service_account=service_account,
                                      container=container("ray-worker", pod_resources(gpu_node, gpus=gpu_node.gpus)),
-                                     node_selector={POOL_LABEL: "gpu", MARKET_LABEL: plan.market}, gpu=True),
+                                     node_selector={POOL_LABEL: "gpu", MARKET_LABEL: plan.market}, gpu=True,
+                                     grace_s=WORKER_GRACE_S),
         })
     return {
         "serveConfigV2": serve.text,

@@ -95,3 +95,12 @@ def test_cpu_nodes_too_few_for_the_serve_config_are_refused():
     stack = parse_stack_config({**PROD, "cpu": {"instance_type": "m6i.large", "min_nodes": 1, "max_nodes": 2}})
     with pytest.raises(StackConfigError, match="asks for 21 CPUs at peak outside the GPU replicas"):
         stack.load_serve()
+
+
+def test_replicas_that_outlast_a_spot_drain_are_refused(tmp_path):
+    slow_stop = tmp_path / "prod.yaml"
+    slow_stop.write_text((REPO_DIR / "deploy" / "prod.yaml").read_text().replace(
+        "graceful_shutdown_timeout_s: 90", "graceful_shutdown_timeout_s: 300"))
+    stack = parse_stack_config({**PROD, "serve_config": str(slow_stop)})
+    with pytest.raises(StackConfigError, match="generate replica may take 300 s .* drains in 110 s"):
+        stack.load_serve()

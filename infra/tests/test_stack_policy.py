@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from infra.instances import NODE_TYPES
-from infra.serve_config import REPO_DIR
+from infra.serve_config import REPO_DIR, load_serve_config
 from infra.tests.stacks import TEST_SECRETS, Recorded, StackRun, run_stack
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -96,6 +96,23 @@ def test_ray_worker_groups_mirror_the_gpu_node_groups(prod):
             "num-cpus": str(NODE_TYPES["g5.2xlarge"].vcpus - 1), "num-gpus": "1", "labels": f"ray.io/market-type={market},wxassist/pool=gpu"}
     assert workers["cpu"]["rayStartParams"]["labels"] == "ray.io/market-type=on-demand,wxassist/pool=cpu"
 
+
+
+def test_worker_pods_drain_their_ray_node_before_they_go(dev, prod):
+    """A spot notice (or a scale-down) gives a worker pod its grace period: the preStop hook
+    drains the Ray node first, so generate's replicas move and their answers finish."""
+    serve_graceful_s = max(load_serve_config("deploy/prod.yaml").graceful_shutdown_s.values())
+    for run in (dev, prod):
+        spec = run.one("kubernetes:ray.io/v1:RayService").inputs["spec"]["rayClusterConfig"]
+        for group in spec["workerGroupSpecs"]:
+            pod = group["template"]["spec"]
+            hook = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+            assert hook[:2] == ["wxassist", "drain-node"], group["groupName"]
+            drain_s = float(hook[hook.index("--deadline-s") + 1])
+            # Replicas finish inside the drain, and the drain inside the pod's grace period.
+            assert serve_graceful_s < drain_s < pod["terminationGracePeriodSeconds"] <= 120
+        head = spec["headGroupSpec"]["template"]["spec"]
+        assert head["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
 
 # ---- network -----------------------------------------------------------------------------
 

@@ -1,6 +1,9 @@
 """One real Ray Serve instance for the whole session (Ray takes ~15 s to start on 2 cores):
 the full application from deploy/local.yaml, the converted demo model, the sample corpus in
-a fresh Milvus Lite directory, development credentials in a temporary home."""
+a fresh Milvus Lite directory, development credentials in a temporary home.
+
+Ray runs as a cluster of one on-demand head node (``ray.cluster_utils.Cluster``), so a test
+can add a spot node beside it, drain it as a preemption notice does, and remove it."""
 
 from __future__ import annotations
 
@@ -29,9 +32,30 @@ class RunningService:
     emulator: object  # functions.common.emulator.WeChatEmulator: what users received
 
 
+ON_DEMAND = {"ray.io/market-type": "on-demand"}  # the labels deploy/*.yaml select on
+SPOT = {"ray.io/market-type": "spot"}
+
+
 @pytest.fixture(scope="session")
-def service(tmp_path_factory) -> RunningService:
+def ray_cluster():
+    """The session's Ray: one head node, on-demand. PYTHONPATH lets replicas import the test
+    fakes injected into applications. Logical CPUs: several applications share this instance,
+    and the fakes need no real CPU."""
     import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "labels": ON_DEMAND,
+                                                            "include_dashboard": False})
+    ray.init(address=cluster.address, logging_level="WARNING", runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def service(ray_cluster, tmp_path_factory) -> RunningService:
     from ray import serve
 
     from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
@@ -50,11 +74,8 @@ def service(tmp_path_factory) -> RunningService:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     emulator = WeChatEmulator(settings.account_map(), base_url)
-    # Logical CPUs: two applications share this instance, and the fakes need no real CPU.
-    # PYTHONPATH lets replicas import the test fakes injected into the second one.
-    ray.init(include_dashboard=False, logging_level="WARNING", num_cpus=4,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # Proxies on the head only: nodes a test adds share this machine, and so would the port.
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     try:
         with BackgroundServer(emulator_app(emulator), free_port()) as platform:
             # Every replica keeps its spans in the SDK's in-memory exporter (tests/serve/test_observability.py).
@@ -64,7 +85,6 @@ def service(tmp_path_factory) -> RunningService:
             yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)
     finally:
         serve.shutdown()
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -111,10 +131,12 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
         serve.delete("sleepy")
 
 
-def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generate: dict):
+def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generate: dict,
+                   cpu_steps_actor_options: dict | None = None):
     """Yield a RunningService for one more application on the shared Serve instance: the
     real pipeline with a generator that takes as long as each question says ("#15": 15 s),
-    its own home and emulator, and ``generate`` merged over local.yaml's generate options."""
+    its own home and emulator, and ``generate`` merged over local.yaml's generate options
+    (``ray_actor_options`` key by key); ``cpu_steps_actor_options`` go to every other step."""
     from ray import serve
 
     from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
@@ -128,11 +150,13 @@ def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generat
     with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
     _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
-    light = {name: {**opts, "ray_actor_options": {"num_cpus": 0.01, "runtime_env": {"env_vars": {"PYTHONPATH": str(REPO)}}}}
-             for name, opts in options.items()}
+    light = {step: {**opts, "ray_actor_options": {"num_cpus": 0.01, "runtime_env": {"env_vars": {"PYTHONPATH": str(REPO)}},
+                                                  **({} if step == "generate" else cpu_steps_actor_options or {})}}
+             for step, opts in options.items()}
     if "autoscaling_config" in generate:
         light["generate"].pop("num_replicas", None)  # Serve takes one or the other
-    light["generate"].update(generate)
+    actor_options = {**light["generate"]["ray_actor_options"], **generate.get("ray_actor_options", {})}
+    light["generate"].update(generate, ray_actor_options=actor_options)
     base_url = f"{service.base_url}/{name}"
     emulator = WeChatEmulator(settings.account_map(), base_url)
     with BackgroundServer(emulator_app(emulator), free_port()) as platform:

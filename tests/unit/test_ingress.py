@@ -14,7 +14,7 @@ from functions.decrypt.deployment import DecryptServer
 from functions.encrypt.deployment import EncryptServer
 from functions.generate.deployment import GenerateServer
 from functions.intent.deployment import IntentServer
-from serve_app import Ingress, http_app
+from serve_app import GENERATE_ATTEMPTS, Ingress, http_app
 from tests.fakes import EchoEngine
 from tests.unit.ingress_stack import POLICY, Broken, InProcessHandle, ReadyOnly, RetrieveFromList, make_client, post, serving
 
@@ -195,28 +195,39 @@ def test_a_delivery_cancelled_before_its_claim_still_claims_and_answers(home):
     assert len(generate._core._engine.calls) == 1
 
 
-class FullThenFree:
-    """A generate deployment whose Serve queue is full for the first ``refusals`` calls."""
+class FailsFirst:
+    """A generate deployment whose first ``failures`` calls raise ``error()`` as Serve would."""
 
-    def __init__(self, home, refusals: int):
+    def __init__(self, home, failures: int, error):
         self.inner = GenerateServer(engine_cls=EchoEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"},
                                     settings_overrides={"home": str(home)})
-        self.refusals = refusals
+        self.failures = failures
+        self.error = error
 
     def ready(self):
         return True
 
     async def answer(self, *args):
-        from ray.serve.exceptions import BackPressureError
-
-        if self.refusals > 0:
-            self.refusals -= 1
-            raise BackPressureError(num_queued_requests=4, max_queued_requests=4)
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error()
         return await self.inner.answer(*args)
 
 
+def queue_full():
+    from ray.serve.exceptions import BackPressureError
+
+    return BackPressureError(num_queued_requests=4, max_queued_requests=4)
+
+
+def replica_lost():
+    from ray.exceptions import ActorDiedError
+
+    return ActorDiedError()
+
+
 def test_a_full_generate_queue_gets_a_friendly_notice_and_the_answer_is_pushed_later(home):
-    generate = FullThenFree(home, refusals=3)  # the first call, then two retries, find it full
+    generate = FailsFirst(home, 3, queue_full)  # the first call, then two retries, find it full
     response, reply = post(make_client(home, generate=generate), home, text("退货政策是什么"))
     assert response.status_code == 200 and reply_text(reply) == Settings().busy_push_text
     store = SQLiteStateStore(home.resolve() / "state.db")
@@ -227,18 +238,32 @@ def test_a_full_generate_queue_gets_a_friendly_notice_and_the_answer_is_pushed_l
     (item_id, payload), = items
     pushed = OutboxItem.from_json(payload)
     assert pushed.to_user == "o-user" and pushed.text.startswith("青禾家居支持7天无理由退货")
-    assert item_id.startswith("deferred-") and generate.refusals == 0
+    assert item_id.startswith("deferred-") and generate.failures == 0
 
 
 def test_a_passive_only_account_is_told_to_come_back_for_a_deferred_answer(home):
     overrides = {"wechat_strategy": "passive-only"}
-    client = make_client(home, generate=FullThenFree(home, refusals=1), overrides=overrides)
+    client = make_client(home, generate=FailsFirst(home, 1, queue_full), overrides=overrides)
     _, reply = post(client, home, text("退货政策是什么"))
     assert reply_text(reply) == Settings().busy_held_text
     # "继续" fetches it: the question is marked pending, so it waits for the deferred answer.
     _, fetched = post(client, home, text_message_xml(to_user="gh", from_user="o-user", content="继续", msg_id="8",
                                                      create_time=int(time.time())))
     assert reply_text(fetched) == "（接上条：退货政策是什么）\n青禾家居支持7天无理由退货。\n\n参考：《退货政策》"
+
+
+def test_an_answer_lost_with_its_replica_is_generated_again_on_a_live_one(home):
+    generate = FailsFirst(home, GENERATE_ATTEMPTS - 1, replica_lost)  # the replica, then its replacement
+    _, reply = post(make_client(home, generate=generate), home, text("退货政策是什么"))
+    assert reply_text(reply) == "青禾家居支持7天无理由退货。\n\n参考：《退货政策》"
+    assert generate.failures == 0 and len(generate.inner._core._engine.calls) == 1
+
+
+def test_replicas_lost_past_the_attempts_get_an_apology(home):
+    generate = FailsFirst(home, GENERATE_ATTEMPTS, replica_lost)
+    response, reply = post(make_client(home, generate=generate), home, text("退货政策是什么"))
+    assert response.status_code == 200 and reply_text(reply) == Settings().failure_text
+    assert generate.inner._core._engine.calls == []
 
 
 def test_the_fused_ingress_runs_decrypt_intent_and_encrypt_itself(home):

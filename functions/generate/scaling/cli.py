@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from functions.generate.scaling.drain import DEFAULT_DEADLINE_S
+
 REPO_DIR = Path(__file__).resolve().parents[3]
 DEFAULT_DEPLOY = REPO_DIR / "deploy" / "prod.yaml"
 
@@ -70,3 +72,42 @@ def _cmd_simulate(opts: argparse.Namespace) -> int:
         print("\nrecommended generate autoscaling policy_kwargs (meets 99% within 15 s at the lowest cost):")
         print(json.dumps(report["recommended"]["policy_kwargs"]))
     return 0
+
+
+def register_drain_command(commands) -> None:
+    parser = commands.add_parser(
+        "drain-node",
+        help="a preemption notice: move this node's Serve replicas elsewhere, letting in-flight answers finish")
+    parser.add_argument("--node-id", help="the Ray node to drain (default: the one this runs on)")
+    parser.add_argument("--deadline-s", type=seconds(minimum=1.0), default=DEFAULT_DEADLINE_S,
+                        help="seconds until the node is gone (default %(default)g: a spot notice's 120 less a margin)")
+    parser.add_argument("--address", default="auto", help="the Ray cluster to connect to (default: auto)")
+    parser.add_argument("--json", action="store_true", help="one JSON object: node_id, drained, replicas_left, waited_s")
+    parser.set_defaults(handler=_cmd_drain)
+
+
+def _cmd_drain(opts: argparse.Namespace) -> int:
+    """Exit 0 once no replica is left on the node; 1 if the deadline came first (the pod goes
+    anyway: the ingress asks again for whatever those replicas still held)."""
+    from dataclasses import asdict
+
+    import ray
+
+    from functions.common.errors import ConfigurationError
+    from functions.generate.scaling.drain import drain_node
+
+    try:
+        ray.init(address=opts.address, logging_level="ERROR", log_to_driver=False)
+    except ConnectionError as exc:
+        raise ConfigurationError(f"no Ray cluster to drain at --address {opts.address}: {exc}") from exc
+    try:
+        result = drain_node(opts.node_id, opts.deadline_s)
+    finally:
+        ray.shutdown()
+    if opts.json:
+        print(json.dumps(asdict(result)))
+    elif result.drained:
+        print(f"node {result.node_id} drained in {result.waited_s:.1f} s")
+    else:
+        print(f"node {result.node_id}: {result.replicas_left} replica(s) still there after {result.waited_s:.1f} s")
+    return 0 if result.drained else 1
