@@ -634,7 +634,7 @@ def _cmd_up(opts: argparse.Namespace) -> int:
     # measured 1.6x the messages/s of Serve's defaults on 2 cores. Set either to 0 to opt out.
     apply_one_machine_serve_env()
     dev_credentials = None
-    if settings.wechat_token is None:
+    if settings.wechat_token is None and settings.environment == "development":
         dev_credentials, generated = ensure_dev_credentials(home)
         print(f"{'Generated' if generated else 'Using'} development credentials in {home}/dev-credentials.json")
     # A bad config file is refused before any model or knowledge base work.

@@ -30,6 +30,7 @@ from functions.common.records import InboundMessage, Reply
 
 logger = logging.getLogger("wxassist.delivery")
 RECORD_ATTEMPTS = 8
+CLAIM_RESERVE_S = 2.5  # of a delivery's window, kept for answering without the ledger
 
 
 @dataclass(frozen=True)
@@ -181,15 +182,34 @@ class DeliveryCoordinator:
         # "Last delivery" is judged by arrival: not after decrypt, not after waiting.
         arrived_s = self._clock.now_s() - (now - started)
         job_id = uuid.uuid4().hex
-        try:
-            claim = await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id, self._trace_carrier())
-        except Exception:  # no shared state: answer directly; a duplicate beats a loss
-            logger.exception("ledger unavailable; answering without deduplication")
+        claim = await self._claim(message, job_id, window_end)
+        if claim is None:  # no shared state for the whole window: answer directly; a duplicate beats a loss
             return Outcome("passive", await self._answer(message, self._max_new_tokens,
                                                          arrived_s + self._policy.window_s))
-        outcome = await self._serve(message, claim, window_end, arrived_s, hung_up)
+        try:
+            outcome = await self._serve(message, claim, window_end, arrived_s, hung_up)
+        except Exception:
+            # The store failed after the claim: WeChat delivers again. A job of ours runs on,
+            # and its answer is recorded (retried) and, if no delivery serves it, overflows.
+            logger.exception("delivery of job %s: the ledger failed; asking WeChat to deliver again", claim.entry.job_id)
+            return Outcome("not_yet", deliveries=claim.entry.deliveries)
         # A retry (even one that took over a dead owner's job) links back to the first delivery.
         return replace(outcome, first_trace=claim.entry.trace) if claim.entry.deliveries > 1 else outcome
+
+    async def _claim(self, message: InboundMessage, job_id: str, window_end: float) -> Claim | None:
+        """The claim, retried while the window lasts: a store restarting for a second must not
+        cost deduplication (a duplicate answer) when waiting would do. None: it stayed down."""
+        pause_s = 0.1
+        while True:
+            try:
+                return await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id, self._trace_carrier())
+            except Exception:
+                if time.monotonic() + pause_s > window_end - CLAIM_RESERVE_S:
+                    logger.exception("ledger unavailable; answering without deduplication")
+                    return None
+                logger.warning("ledger unavailable; claiming again in %.1f s", pause_s)
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, 1.0)
 
     async def _serve(self, message: InboundMessage, claim: Claim, window_end: float, arrived_s: float,
                      hung_up: asyncio.Event) -> Outcome:
@@ -274,7 +294,8 @@ class DeliveryCoordinator:
         deadline_s = self._policy.passive_deadline_s(entry.first_seen_s) + 1.0
         while (left_s := deadline_s - self._clock.now_s()) > 0:  # re-read: the clock is injected
             await asyncio.sleep(min(left_s, 0.5))
-        if await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, entry.job_id):
+        if await self._with_retries(entry.job_id, "mark unserved", asyncio.to_thread, self._ledger.push_unserved,
+                                    message.dedupe_key, entry.job_id):
             logger.warning("job %s: no delivery carried its reply; it overflows", entry.job_id)
             await self._with_retries(entry.job_id, "unserved", self._overflow(message.account).unserved, message,
                                      entry.job_id, reply.parts)
@@ -283,7 +304,7 @@ class DeliveryCoordinator:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _with_retries(self, job_id: str, step: str, call, *args) -> None:
+    async def _with_retries(self, job_id: str, step: str, call, *args):
         """A committed answer's overflow must not die with one store hiccup: retried with backoff."""
         for attempt in range(RECORD_ATTEMPTS):
             try:

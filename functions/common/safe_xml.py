@@ -1,21 +1,37 @@
 """Parsing untrusted WeChat XML without trusting it.
 
-Size is capped before any parsing; DOCTYPE and ENTITY declarations are refused outright
-(WeChat never sends them, and they are how XXE and billion-laughs attacks start); the parser
-runs with entities disabled as a second line. Every failure is a typed ``MalformedRequest``.
+Size is capped before any parsing. DOCTYPE and ENTITY declarations are refused outright
+(WeChat never sends them, and they are how XXE and billion-laughs attacks start): by the
+parser itself, the moment it meets one, before any entity is defined or expanded. Text that
+merely looks like a declaration inside CDATA (a user asking about HTML) is content, not
+refused. Every failure is a typed ``MalformedRequest``.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+from xml.parsers import expat
 from xml.parsers.expat import ExpatError
 
 import xmltodict
 
 from functions.common.errors import BodyTooLarge, ForbiddenXml, MalformedRequest
 
-_DECLARATION = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+def _refuse_declaration(*_args) -> None:
+    raise ForbiddenXml("DOCTYPE and ENTITY declarations are not accepted")
+
+
+class _ExpatRefusingDeclarations:
+    """The expat module as xmltodict uses it, making parsers that stop at a declaration."""
+
+    @staticmethod
+    def ParserCreate(*args, **kwargs):  # noqa: N802 - expat's name
+        parser = expat.ParserCreate(*args, **kwargs)
+        parser.StartDoctypeDeclHandler = _refuse_declaration
+        parser.EntityDeclHandler = _refuse_declaration
+        return parser
 
 
 def parse_wechat_xml(data: bytes | str, max_bytes: int) -> dict[str, Any]:
@@ -23,14 +39,12 @@ def parse_wechat_xml(data: bytes | str, max_bytes: int) -> dict[str, Any]:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) > max_bytes:
         raise BodyTooLarge(f"XML of {len(raw)} bytes exceeds the {max_bytes}-byte cap")
-    if _DECLARATION.search(raw):
-        raise ForbiddenXml("DOCTYPE and ENTITY declarations are not accepted")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedRequest("XML is not UTF-8") from exc
     try:
-        document = xmltodict.parse(text, disable_entities=True)
+        document = xmltodict.parse(text, expat=_ExpatRefusingDeclarations, disable_entities=True)
     except (ExpatError, ValueError) as exc:
         raise MalformedRequest("XML is not well-formed") from exc
     root = document.get("xml") if isinstance(document, dict) else None

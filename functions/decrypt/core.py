@@ -2,8 +2,13 @@
 
 * the body is capped before anything parses it, DOCTYPE/ENTITY refused (``safe_xml``);
 * signatures compared in constant time; the timestamp must be within ±window of the
-  injected clock, which also defeats moving a timestamp digit into the nonce;
-* plain-mode bodies are parsed only after their signature verifies;
+  injected clock and carry no leading zero, which together defeat moving characters between
+  the timestamp and the nonce under the same signature;
+* plain-mode bodies are parsed only after their signature verifies, and an account with an
+  EncodingAESKey takes none unless configured to (a plain body is signed by nothing: a
+  downgrade would let anyone who saw one signed URL forge messages for 5 minutes);
+* the fields that become keys and log fields (FromUserName, MsgId, CreateTime) are short
+  and printable;
 * AES payloads are checked for base64, block size, padding, length, UTF-8 and appid.
 
 wechatpy's own parser then types the decrypted message (text, voice, events such as
@@ -33,6 +38,7 @@ from functions.common.wechat_crypto import MessageCipher, sha1_signature, signat
 
 MAX_QUERY_FIELD_CHARS = 128
 MAX_ECHOSTR_CHARS = 1024
+MAX_KEY_FIELD_CHARS = 128  # openids are 28 characters, WeCom user ids up to 64, MsgIds 20 digits
 
 
 def is_safe_mode(query: Mapping[str, str]) -> bool:
@@ -95,6 +101,8 @@ class CallbackVerifier:
             _require_signature(sha1_signature(token, timestamp, nonce, encrypted), given)
             xml = self._cipher(account).decrypt(encrypted)
             return self._to_message(account, xml, encrypted=True)
+        if account.aes_key is not None and not account.plain_callbacks:
+            raise SignatureMismatch("this account takes encrypted callbacks only; a plain-mode body is signed by nothing")
         given = _query_field(query, "signature", MAX_QUERY_FIELD_CHARS)
         _require_signature(sha1_signature(token, timestamp, nonce), given)
         return self._to_message(account, body, encrypted=False)
@@ -109,7 +117,7 @@ class CallbackVerifier:
     def _fresh_timestamp_and_nonce(self, query: Mapping[str, str]) -> tuple[str, str]:
         timestamp = _query_field(query, "timestamp", MAX_QUERY_FIELD_CHARS)
         nonce = _query_field(query, "nonce", MAX_QUERY_FIELD_CHARS)
-        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12 or timestamp.startswith("0"):
             raise MalformedRequest("timestamp must be decimal seconds")
         skew_s = abs(self._clock.now_s() - int(timestamp))
         if skew_s > self._timestamp_window_s:
@@ -118,11 +126,11 @@ class CallbackVerifier:
 
     def _to_message(self, account: AccountConfig, xml: bytes | str, *, encrypted: bool) -> InboundMessage:
         fields = parse_wechat_xml(xml, self._max_body_bytes)
-        from_user = text_field(fields, "FromUserName", required=True)
-        to_user = text_field(fields, "ToUserName", required=True)
-        msg_type = (text_field(fields, "MsgType", required=True) or "").lower()
+        from_user = _key_field(fields, "FromUserName", required=True)
+        to_user = _key_field(fields, "ToUserName", required=True)
+        msg_type = (_key_field(fields, "MsgType", required=True) or "").lower()
         create_time = text_field(fields, "CreateTime", required=True) or ""
-        if not create_time.isascii() or not create_time.isdigit():
+        if not create_time.isascii() or not create_time.isdigit() or len(create_time) > 12:
             raise MalformedRequest("CreateTime must be decimal seconds")
         typed = _typed_message(account, xml)
         content = text_field(fields, "Content")
@@ -134,7 +142,7 @@ class CallbackVerifier:
             from_user=from_user or "",
             create_time=int(create_time),
             msg_type=msg_type,
-            msg_id=text_field(fields, "MsgId"),
+            msg_id=_key_field(fields, "MsgId"),
             content=content,
             event=getattr(typed, "event", None),
             event_key=_event_key(fields),
@@ -150,6 +158,15 @@ def _typed_message(account: AccountConfig, xml: bytes | str) -> Any:
         return parse(xml)
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise MalformedRequest("message fields do not match any WeChat message kind") from exc
+
+
+def _key_field(fields: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    """A field that becomes part of a state key and of log lines: short and printable, so a
+    message can neither bloat the store nor forge a log line."""
+    value = text_field(fields, name, required=required)
+    if value is not None and (len(value) > MAX_KEY_FIELD_CHARS or not value.isprintable()):
+        raise MalformedRequest(f"<{name}> must be at most {MAX_KEY_FIELD_CHARS} printable characters")
+    return value
 
 
 def _event_key(fields: dict[str, Any]) -> str | None:

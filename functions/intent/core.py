@@ -27,6 +27,8 @@ CHITCHAT_PATTERNS = re.compile(
 IGNORED_EVENTS = frozenset({"view", "location", "templatesendjobfinish", "masssendjobfinish"})
 SUBSCRIBE_EVENTS = frozenset({"subscribe", "subscribe_scan", "subscribe_scan_product", "enter_agent"})
 TEXT_TYPES = frozenset({"text", "voice"})
+# Kinds a user sends that "text only, please" answers; any other gets no reply at all.
+MEDIA_TYPES = frozenset({"image", "video", "shortvideo", "location", "link", "file", "miniprogrampage"})
 TRAILING_PUNCTUATION = "!！?？。.~～,，、 "
 
 
@@ -63,6 +65,8 @@ class IntentClassifier:
     def classify(self, message: InboundMessage) -> Intent:
         if message.msg_type == "event":
             return self._event(message)
+        if message.msg_type not in TEXT_TYPES | MEDIA_TYPES:  # a kind WeChat added later, or a forged one
+            return Intent(Route.IGNORE, 1.0, f"unknown msg_type {message.msg_type[:32]}")
         if message.msg_type not in TEXT_TYPES or not (message.content or "").strip():
             return Intent(Route.UNSUPPORTED, 1.0, f"msg_type {message.msg_type}", reply=self._texts.unsupported)
         return self._text(message.content or "")

@@ -81,10 +81,10 @@ def test_url_verification_plain_and_encrypted(service):
     assert httpx.get(f"{service.base_url}/wechat/default", params=forged, timeout=30).status_code == 403
 
 
-def test_plain_mode_greeting(service):
+def test_a_plain_mode_callback_to_a_safe_mode_account_is_refused(service):
+    """Its body is signed by nothing: served, it would let anyone forge a user's message."""
     response = send(service, text("你好", "1002"), safe_mode=False)
-    assert response.status_code == 200 and b"<Encrypt>" not in response.content
-    assert reply_text(open_reply(service, response)) == "您好！请问有什么可以帮您？"
+    assert response.status_code == 403 and response.json()["error"] == "SignatureMismatch"
 
 
 def test_events(service):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import struct
 
 import pytest
@@ -30,7 +31,9 @@ MAX_BODY_BYTES = 4096
 
 @pytest.fixture
 def verifier(mp_account) -> CallbackVerifier:
-    return CallbackVerifier({"default": mp_account}, FixedClock(NOW_S), max_body_bytes=MAX_BODY_BYTES, timestamp_window_s=300)
+    """An account that also takes WeChat's plain mode, so both modes' refusals are reachable."""
+    both_modes = mp_account.model_copy(update={"plain_callbacks": True})
+    return CallbackVerifier({"default": both_modes}, FixedClock(NOW_S), max_body_bytes=MAX_BODY_BYTES, timestamp_window_s=300)
 
 
 @pytest.fixture
@@ -81,14 +84,33 @@ def test_oversize_body_refused_before_parsing(verifier, platform):
     "body",
     [
         b'<!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><Encrypt>&x;</Encrypt></xml>',
-        b'<?xml version="1.0"?><!doctype lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><xml>&lol2;</xml>',
-        b"<xml><!ENTITY a 'b'><Encrypt>x</Encrypt></xml>",
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><xml>&lol2;</xml>',
+        b'<!-- <xml> --><!DOCTYPE xml SYSTEM "http://169.254.169.254/latest/meta-data/"><xml><Encrypt>x</Encrypt></xml>',
     ],
-    ids=["xxe", "billion-laughs", "bare-entity"],
+    ids=["xxe", "billion-laughs", "external-dtd-after-a-comment"],
 )
 def test_doctype_and_entities_refused(verifier, platform, body):
     with pytest.raises(ForbiddenXml):
         verifier.open_callback("default", platform.callback(message_xml()).query, body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<!doctype lolz [<!ENTITY lol "lol">]><xml>&lol;</xml>',  # XML declarations are upper case
+        b"<xml><!ENTITY a 'b'><Encrypt>x</Encrypt></xml>",  # only a DOCTYPE may declare one
+    ],
+    ids=["lower-case-doctype", "entity-outside-a-doctype"],
+)
+def test_declarations_out_of_place_are_malformed(verifier, platform, body):
+    with pytest.raises(MalformedRequest):
+        verifier.open_callback("default", platform.callback(message_xml()).query, body)
+
+
+def test_a_question_quoting_a_doctype_is_content_not_an_attack(verifier, platform):
+    question = "<!DOCTYPE html> 和 <!ENTITY> 是什么？"
+    callback = platform.callback(message_xml(question))
+    assert verifier.open_callback("default", callback.query, callback.body).content == question
 
 
 @pytest.mark.parametrize(
@@ -134,7 +156,8 @@ def test_timestamp_digit_moved_into_nonce_is_refused(mp_account):
     resplit = {"timestamp": str(now_s)[:-1], "nonce": str(now_s)[-1] + "5555"}
     signature = sha1_signature(token, original["timestamp"], original["nonce"])
     assert sha1_signature(token, resplit["timestamp"], resplit["nonce"]) == signature  # the attack's premise
-    verifier = CallbackVerifier({"default": mp_account}, FixedClock(now_s), max_body_bytes=MAX_BODY_BYTES, timestamp_window_s=300)
+    both_modes = mp_account.model_copy(update={"plain_callbacks": True})
+    verifier = CallbackVerifier({"default": both_modes}, FixedClock(now_s), max_body_bytes=MAX_BODY_BYTES, timestamp_window_s=300)
     body = message_xml().encode()
     assert verifier.open_callback("default", original | {"signature": signature}, body).content == "你好"
     with pytest.raises(StaleTimestamp):
@@ -223,6 +246,33 @@ def test_plain_mode_body_is_not_parsed_before_the_signature(verifier, platform):
     callback = platform.callback("<xml>not even closed", safe_mode=False)
     with pytest.raises(SignatureMismatch):  # not MalformedRequest: the parser never ran
         verifier.open_callback("default", callback.query | {"signature": "0" * 40}, callback.body)
+
+
+def test_a_safe_mode_account_refuses_a_plain_mode_downgrade(mp_account, platform):
+    """Every safe-mode URL carries a plain ``signature`` too: dropping ``encrypt_type`` and
+    ``msg_signature`` must not let anyone post an unsigned plaintext body under it."""
+    verifier = CallbackVerifier({"default": mp_account}, FixedClock(NOW_S), max_body_bytes=MAX_BODY_BYTES,
+                                timestamp_window_s=300)
+    signed = platform.callback(message_xml("在吗"))
+    downgraded = {key: value for key, value in signed.query.items() if key not in ("encrypt_type", "msg_signature")}
+    forged = text_message_xml(to_user="gh_x", from_user="o-victim", content="forged", msg_id="9", create_time=NOW_S)
+    with pytest.raises(SignatureMismatch, match="encrypted callbacks only"):
+        verifier.open_callback("default", downgraded, forged.encode())
+
+
+def test_a_leading_zero_timestamp_is_refused_so_no_digit_moves_between_it_and_the_nonce(verifier, platform):
+    callback = platform.callback(message_xml())
+    with pytest.raises(MalformedRequest, match="timestamp"):
+        verifier.open_callback("default", callback.query | {"timestamp": "0" + callback.query["timestamp"]}, callback.body)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("FromUserName", "o-user\nwxassist answer route=forged"), ("MsgId", "1" * 200), ("CreateTime", "9" * 1000)])
+def test_fields_that_become_keys_or_log_lines_must_be_short_and_printable(verifier, platform, field, value):
+    xml = re.sub(f"<{field}>.*?</{field}>", f"<{field}><![CDATA[{value}]]></{field}>", message_xml())
+    callback = platform.callback(xml)
+    with pytest.raises(MalformedRequest, match=field):
+        verifier.open_callback("default", callback.query, callback.body)
 
 
 def test_plain_mode_callback_opens(verifier, platform):

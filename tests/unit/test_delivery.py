@@ -174,3 +174,74 @@ def _fast_sleep(real_sleep):
         return await real_sleep(min(seconds, 0.01), *args, **kwargs)
 
     return sleep
+
+
+class FlakyLedger:
+    """A claim ledger over a store that fails its first ``claim_failures`` claims and its first
+    ``lookup_failures`` lookups (a Redis restart, a locked SQLite file)."""
+
+    def __init__(self, ledger: ClaimLedger, *, claim_failures: int = 0, lookup_failures: int = 0):
+        self._ledger = ledger
+        self.claim_failures = claim_failures
+        self.lookup_failures = lookup_failures
+
+    def claim(self, *args):
+        if self.claim_failures:
+            self.claim_failures -= 1
+            raise ConnectionError("Connection refused")
+        return self._ledger.claim(*args)
+
+    def lookup(self, *args):
+        if self.lookup_failures:
+            self.lookup_failures -= 1
+            raise ConnectionError("Connection refused")
+        return self._ledger.lookup(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._ledger, name)
+
+
+def test_a_store_restarting_during_the_claim_costs_no_deduplication(parts):
+    clock, _, ledger, outbox = parts
+    answered = []
+    flaky = FlakyLedger(ledger, claim_failures=2)
+
+    async def answer(message, budget, deadline_s=None):
+        answered.append(message.msg_id)
+        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+    async def scenario():
+        pushed = PushOverflow(outbox, clock)
+        delivering = DeliveryCoordinator(flaky, lambda account: pushed, DeliveryPolicy(window_s=4.5), clock, answer,
+                                         max_new_tokens=64, poll_s=0.01)
+        first = await delivering.deliver(MESSAGE)
+        again = await delivering.deliver(MESSAGE)  # WeChat's retry: the same job, not a second answer
+        return first, again
+
+    first, again = asyncio.run(scenario())
+    assert flaky.claim_failures == 0 and answered == ["42"]
+    assert first.kind == "passive" and again.kind == "passive" and again.deliveries == 2
+
+
+def test_a_store_failing_after_the_claim_asks_wechat_again_and_loses_nothing(parts):
+    clock, store, ledger, outbox = parts
+    flaky = FlakyLedger(ledger, lookup_failures=1)
+    release = asyncio.Event()
+
+    async def answer(message, budget, deadline_s=None):
+        await release.wait()
+        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+    async def scenario():
+        pushed = PushOverflow(outbox, clock)
+        delivering = DeliveryCoordinator(flaky, lambda account: pushed, DeliveryPolicy(window_s=0.2), clock, answer,
+                                         max_new_tokens=64, poll_s=0.01)
+        outcome = await delivering.deliver(MESSAGE)  # its first look at the ledger fails: no 500
+        clock.advance(20)  # no delivery comes back for it
+        release.set()
+        await delivering.drain()
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert outcome.kind == "not_yet" and flaky.lookup_failures == 0
+    assert ledger.lookup(MESSAGE.dedupe_key).state == "pushed" and outbox.backlog() == 1  # the answer overflowed

@@ -74,3 +74,8 @@ def test_non_text_messages_are_unsupported_but_answered():
     assert CLASSIFIER.classify(image).reply == "仅支持文字"
     assert CLASSIFIER.classify(text("   ")).route is Route.UNSUPPORTED
     assert CLASSIFIER.classify(text("退货怎么办", msg_type="voice")).route is Route.KNOWLEDGE
+
+
+def test_a_message_kind_wechat_does_not_send_gets_no_reply():
+    forged = InboundMessage("default", "gh", "o-user", 1, "zzz_unknown", msg_id="3", content="退货政策是什么？")
+    assert CLASSIFIER.classify(forged).route is Route.IGNORE

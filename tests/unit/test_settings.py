@@ -69,3 +69,47 @@ def test_continue_keyword_and_hint_are_checked():
         load_settings(continue_keyword="。。")
     with pytest.raises(ConfigurationError, match="continue_hint_text"):
         load_settings(continue_hint_text="长" * 100)
+
+
+PRODUCTION_ACCOUNT = {"WXA_WECHAT_TOKEN": "prod-token", "WXA_WECHAT_AES_KEY": AES_KEY, "WXA_WECHAT_APPID": "wx1234567890abcdef"}
+
+
+def production_env(monkeypatch, tmp_path, **env: str) -> None:
+    monkeypatch.setenv("WXA_HOME", str(tmp_path))
+    monkeypatch.setenv("WXA_ENVIRONMENT", "production")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_production_refuses_the_development_credentials(tmp_path, monkeypatch):
+    ensure_dev_credentials(tmp_path)
+    production_env(monkeypatch, tmp_path)
+    with pytest.raises(ConfigurationError, match="refusing to run in production: .*development credentials"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("env", "complaint"), [
+    ({}, "no WeChat account is configured"),
+    ({**PRODUCTION_ACCOUNT, "WXA_WECHAT_API_BASE": "http://127.0.0.1:8001"}, "the emulator"),
+    ({**PRODUCTION_ACCOUNT, "WXA_S3_ACCESS_KEY": "minioadmin"}, "MinIO's default"),
+])
+def test_production_refuses_what_only_development_may_use(tmp_path, monkeypatch, env, complaint):
+    production_env(monkeypatch, tmp_path, **env)
+    with pytest.raises(ConfigurationError, match=complaint):
+        load_settings()
+
+
+def test_production_runs_on_real_credentials_and_never_generates_development_ones(tmp_path, monkeypatch):
+    production_env(monkeypatch, tmp_path, **PRODUCTION_ACCOUNT)
+    settings = load_settings()
+    assert settings.production_problems() == [] and not settings.default_account().development
+
+
+def test_wxassist_up_in_production_without_an_account_stops_before_making_development_credentials(
+        tmp_path, monkeypatch, capsys):
+    from serve_app import main
+
+    production_env(monkeypatch, tmp_path)
+    assert main(["up"]) == 2
+    assert "no WeChat account is configured" in capsys.readouterr().err
+    assert not (tmp_path / "dev-credentials.json").exists()
