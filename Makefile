@@ -9,7 +9,7 @@ MODEL_STAMP := .wxassist/models/smollm2-135m-instruct/model.safetensors
 INFRA_VENV := infra/.venv
 INFRA_STAMP := $(INFRA_VENV)/.setup-stamp
 
-.PHONY: setup run test clean redis-server infra-venv
+.PHONY: setup run test clean redis-server infra-venv fuzz
 
 setup: $(STAMP) $(MODEL_STAMP)
 
@@ -44,6 +44,14 @@ run: setup
 test: setup redis-server $(INFRA_STAMP)
 	$(BIN)/python -m pytest
 	$(INFRA_VENV)/bin/python -m pytest infra/tests
+
+# Coverage-guided fuzzing of the callback path (tests/fuzz/callback_fuzz.py); what it finds
+# stays in .wxassist/fuzz-corpus for the next run, crashing inputs in .wxassist/fuzz-crashes.
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	mkdir -p .wxassist/fuzz-crashes
+	$(BIN)/python tests/fuzz/callback_fuzz.py .wxassist/fuzz-corpus -max_total_time=$(FUZZ_SECONDS) -timeout=2 \
+		-rss_limit_mb=2048 -artifact_prefix=.wxassist/fuzz-crashes/ -print_final_stats=1
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) .wxassist

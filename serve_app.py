@@ -90,7 +90,11 @@ class Ingress(ReportsSpans):
         self._faq_accounts = {name for name, account in settings.account_map().items() if account.faq_fast_path}
         self._cache_accounts = {name for name, account in settings.account_map().items() if account.answer_cache}
         self._passive_only = {name for name, account in settings.account_map().items() if account.strategy == "passive-only"}
-        pushed = PushOverflow(Outbox(store, clock), clock, trace_carrier=current_traceparent)
+        self._outbox = Outbox(store, clock)
+        self._outbox_max_pending = settings.outbox_max_pending
+        self._outbox_full_text = settings.outbox_full_text
+        self._backlog_seen = (0, -1.0)  # (backlog, time.monotonic() it was read): read at most once a second
+        pushed = PushOverflow(self._outbox, clock, trace_carrier=current_traceparent)
         held = HeldOverflow(self._continuations, self._pending_reply)
 
         def overflow(account: str) -> Overflow:
@@ -104,6 +108,9 @@ class Ingress(ReportsSpans):
         self._replica_lost = RayActorError  # died mid-call (crashed, or its node reclaimed past the drain deadline)
         self._busy_text = {"push": settings.busy_push_text, "held": settings.busy_held_text}
         self._deferred_ttl_s = settings.deferred_answer_ttl_s
+        self._max_deferred = settings.max_deferred_answers
+        self._deferred_waiting = 0
+        self._max_question_chars = settings.max_question_chars
 
         self._delivery = DeliveryCoordinator(
             ClaimLedger(store, clock, ttl_s=settings.ledger_ttl_s, job_lease_s=settings.job_lease_s),
@@ -252,6 +259,9 @@ class Ingress(ReportsSpans):
             if refused is not None:
                 details["route"] = "limited"
                 return await self._encrypt.text_reply.remote(message, refused), details
+            if await self._outbox_full(message):
+                details["route"] = "outbox_full"
+                return await self._encrypt.text_reply.remote(message, self._outbox_full_text), details
             if message.account in self._passive_only and is_continue_request(message, self._continue_keyword):
                 details["route"] = "continue"
                 return await self._continue(message), details
@@ -280,7 +290,7 @@ class Ingress(ReportsSpans):
         deadline_s: float | None = None,
     ) -> Reply:
         """A knowledge question or small talk: from the FAQ, the answer cache or the model."""
-        question = intent.query or ""
+        question = (intent.query or "")[: self._max_question_chars]
         history = await self._recall(message)
         details["turns"] = len(history)
         # Knowledge answers only; a follow-up's answer depends on the conversation: not served
@@ -337,6 +347,10 @@ class Ingress(ReportsSpans):
         """Generate's queue is full: tell the user the answer is coming, and generate it as
         soon as there is room, in the background; it then goes out through the account's
         overflow (pushed, or held for "继续") like any answer the passive window missed."""
+        if self._deferred_waiting >= self._max_deferred:  # promise nothing this replica could not keep
+            audit_event("deferral_refused", account=message.account, user=hashed_user(message.from_user),
+                        msg_id=message.msg_id)
+            return await self._encrypt.text_reply.remote(message, self._outbox_full_text)
         job_id = "deferred-" + dedupe_digest(message.dedupe_key)
         held = message.account in self._passive_only
         if held:  # a "继续" meanwhile waits for it instead of finding nothing
@@ -347,6 +361,14 @@ class Ingress(ReportsSpans):
 
     async def _answer_later(self, message: InboundMessage, job_id: str, question: str, passages: list, history,
                             cache: bool) -> None:
+        self._deferred_waiting += 1
+        try:
+            await self._answer_when_there_is_room(message, job_id, question, passages, history, cache)
+        finally:
+            self._deferred_waiting -= 1
+
+    async def _answer_when_there_is_room(self, message: InboundMessage, job_id: str, question: str, passages: list,
+                                         history, cache: bool) -> None:
         give_up_at = time.monotonic() + self._deferred_ttl_s
         pause_s = 0.5
         while True:
@@ -382,6 +404,26 @@ class Ingress(ReportsSpans):
         """The event loop holds tasks weakly: keep a reference until each is done."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _outbox_full(self, message: InboundMessage) -> bool:
+        """Past ``outbox_max_pending`` answers waiting to be pushed, a push account's new
+        question gets a "too busy, ask again" reply and no job. Answers already promised are
+        never refused the outbox; a store outage refuses nothing."""
+        if message.account in self._passive_only or message.msg_type == "event":
+            return False
+        backlog, read_at = self._backlog_seen
+        if time.monotonic() - read_at > 1.0 or read_at < 0:
+            try:
+                backlog = await asyncio.to_thread(self._outbox.backlog)
+            except Exception as exc:
+                _log_failure("outbox backlog", exc)
+                return False
+            self._backlog_seen = (backlog, time.monotonic())
+        if backlog < self._outbox_max_pending:
+            return False
+        metrics.OUTBOX_REFUSALS.inc()
+        audit_event("outbox_full", account=message.account, backlog=backlog, msg_id=message.msg_id)
+        return True
 
     async def _over_limit(self, message: InboundMessage) -> str | None:
         """The friendly refusal for a user or account over its rate limit; None to go on.

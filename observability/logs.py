@@ -94,6 +94,11 @@ def configure_logging(level: str = "INFO") -> None:
         if any(isinstance(f, TraceIds) for f in handler.filters):
             handler.setFormatter(JsonLines() if os.environ.get("WXA_LOG_JSON") == "1" else logging.Formatter(TEXT_FORMAT))
     root.setLevel(level)
+    # Every process (CLI, replicas) comes here. HTTP clients log request URLs at DEBUG, and
+    # WeChat's API takes the app secret and the access token in the query string: even
+    # WXA_LOG_LEVEL=DEBUG must not write them down.
+    for name in ("urllib3", "requests", "httpx", "httpcore", "botocore", "boto3", "s3transfer"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def quiet_libraries() -> None:

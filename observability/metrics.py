@@ -53,6 +53,8 @@ GENERATE_TOKENS = Counter("wxassist_generate_tokens", "Tokens in and out of the 
                           ["direction"], registry=REGISTRY)
 GENERATE_SECONDS = Histogram("wxassist_generate_seconds", "One generation, queue wait included",
                              buckets=ANSWER_BUCKETS_S, registry=REGISTRY)
+OUTBOX_REFUSALS = Counter("wxassist_outbox_refusals", "Questions refused because the outbox was full",
+                          registry=REGISTRY)
 GENERATE_RETRIES = Counter("wxassist_generate_retries", "Answers asked again after their generate replica was lost",
                            registry=REGISTRY)
 # Read from the store by the ingress that is scraped, at scrape time: in no snapshot, so an

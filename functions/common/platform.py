@@ -79,11 +79,21 @@ class PlatformSimulator:
         return str(int(self._clock.now_s())), str(int.from_bytes(self._random.token_bytes(4), "big"))
 
     def callback(self, message_xml: str, *, safe_mode: bool = True) -> Callback:
-        timestamp, nonce = self._timestamp_and_nonce()
         if not safe_mode:
+            timestamp, nonce = self._timestamp_and_nonce()
             signature = sha1_signature(self._token, timestamp, nonce)
             return Callback({"signature": signature, "timestamp": timestamp, "nonce": nonce}, message_xml.encode())
-        encrypted = MessageCipher(self._account.aes_key_bytes(), self._account.appid, self._random).encrypt(message_xml)
+        return self.sealed_callback(message_xml.encode("utf-8"))
+
+    def sealed_callback(self, plaintext: bytes, *, receive_id: str | None = None) -> Callback:
+        """Any bytes, encrypted and signed as WeChat would (addressed to ``receive_id``,
+        default the account's own): hostile payloads reach the checks behind the signature."""
+        cipher = MessageCipher(self._account.aes_key_bytes(), receive_id or self._account.appid, self._random)
+        return self.envelope_callback(cipher.encrypt_bytes(plaintext))
+
+    def envelope_callback(self, encrypted: str) -> Callback:
+        """Any Encrypt value, in an envelope signed for it."""
+        timestamp, nonce = self._timestamp_and_nonce()
         msg_signature = sha1_signature(self._token, timestamp, nonce, encrypted)
         query = {
             "signature": sha1_signature(self._token, timestamp, nonce),

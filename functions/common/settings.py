@@ -210,8 +210,11 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_ca_bundle: Path | None = None  # a private CA's certificate for a TLS endpoint
 
-    # Generation.
-    max_new_tokens: int = 96
+    # Generation. Bounded, so no setting (or attacker) can ask the GPU for unbounded work.
+    max_new_tokens: int = Field(default=96, ge=1, le=4096)
+    # A question longer than this is cut before intent, retrieval and the prompt see it: a
+    # 64 KiB body must not become a 20k-token prompt.
+    max_question_chars: int = Field(default=1000, ge=16, le=16000)
     max_passage_chars: int = 400
     # Below this share of answer bigrams found in the passages, an answer is replaced by a
     # quote of the best passage (functions/generate/grounding.py); 0 turns the guard off.
@@ -246,6 +249,14 @@ class Settings(BaseSettings):
     busy_push_text: str = "现在咨询的人比较多，您的问题已记下，答案准备好后会马上发给您。"
     busy_held_text: str = "现在咨询的人比较多，答案准备好后请回复“继续”获取。"
     deferred_answer_ttl_s: float = 900.0  # how long a deferred question keeps waiting for room
+    # Deferred questions wait in the ingress's memory: past this many per replica, a question
+    # gets the busy reply without a promise (nothing is taken that could be lost).
+    max_deferred_answers: int = Field(default=256, ge=0)
+    # Answers waiting in the outbox (the customer-service API is rate-limited per user). Past
+    # this, new questions for push accounts get outbox_full_text and no job: answers already
+    # promised always enter; `wxassist_outbox_refusals_total` and an alert tell operators.
+    outbox_max_pending: int = Field(default=10_000, ge=1)
+    outbox_full_text: str = "现在咨询的人太多了，请稍后再问一次。"
     no_answer_text: str = "抱歉，知识库里没有找到相关内容。您可以换个说法，或发送“人工”联系客服。"
     thanks_text: str = "不客气，还有什么可以帮您？"
     goodbye_text: str = "再见，祝您生活愉快！"

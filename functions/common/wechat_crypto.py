@@ -68,7 +68,10 @@ class MessageCipher:
         return Cipher(algorithms.AES(self._key), modes.CBC(self._key[:AES_BLOCK_BYTES]))
 
     def encrypt(self, message: str) -> str:
-        body = message.encode("utf-8")
+        return self.encrypt_bytes(message.encode("utf-8"))
+
+    def encrypt_bytes(self, body: bytes) -> str:
+        """Any bytes as the message: the platform simulator seals hostile payloads with it."""
         plaintext = b"".join(
             (
                 self._random.token_bytes(RANDOM_PREFIX_BYTES),

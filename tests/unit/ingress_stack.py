@@ -63,6 +63,37 @@ class Broken:
         raise RuntimeError("replica died")
 
 
+class FailsFirst:
+    """A generate deployment whose first ``failures`` calls raise ``error()`` as Serve would."""
+
+    def __init__(self, home, failures: int, error):
+        self.inner = GenerateServer(engine_cls=EchoEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"},
+                                    settings_overrides={"home": str(home)})
+        self.failures = failures
+        self.error = error
+
+    def ready(self):
+        return True
+
+    async def answer(self, *args):
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error()
+        return await self.inner.answer(*args)
+
+
+def queue_full():
+    from ray.serve.exceptions import BackPressureError
+
+    return BackPressureError(num_queued_requests=4, max_queued_requests=4)
+
+
+def replica_lost():
+    from ray.exceptions import ActorDiedError
+
+    return ActorDiedError()
+
+
 _open_clients: list[TestClient] = []
 
 

@@ -16,7 +16,8 @@ from functions.generate.deployment import GenerateServer
 from functions.intent.deployment import IntentServer
 from serve_app import GENERATE_ATTEMPTS, Ingress, http_app
 from tests.fakes import EchoEngine
-from tests.unit.ingress_stack import POLICY, Broken, InProcessHandle, ReadyOnly, RetrieveFromList, make_client, post, serving
+from tests.unit.ingress_stack import (POLICY, Broken, FailsFirst, InProcessHandle, ReadyOnly, RetrieveFromList, make_client,
+                                     post, queue_full, replica_lost, serving)
 
 
 class SlowEngine(EchoEngine):
@@ -193,37 +194,6 @@ def test_a_delivery_cancelled_before_its_claim_still_claims_and_answers(home):
     message = InboundMessage("default", "gh", "o-user", 0, "text", msg_id="7")
     assert ledger.lookup(message.dedupe_key).state == "done"  # claimed and answered all the same
     assert len(generate._core._engine.calls) == 1
-
-
-class FailsFirst:
-    """A generate deployment whose first ``failures`` calls raise ``error()`` as Serve would."""
-
-    def __init__(self, home, failures: int, error):
-        self.inner = GenerateServer(engine_cls=EchoEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"},
-                                    settings_overrides={"home": str(home)})
-        self.failures = failures
-        self.error = error
-
-    def ready(self):
-        return True
-
-    async def answer(self, *args):
-        if self.failures > 0:
-            self.failures -= 1
-            raise self.error()
-        return await self.inner.answer(*args)
-
-
-def queue_full():
-    from ray.serve.exceptions import BackPressureError
-
-    return BackPressureError(num_queued_requests=4, max_queued_requests=4)
-
-
-def replica_lost():
-    from ray.exceptions import ActorDiedError
-
-    return ActorDiedError()
 
 
 def test_a_full_generate_queue_gets_a_friendly_notice_and_the_answer_is_pushed_later(home):
