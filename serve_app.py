@@ -51,6 +51,9 @@ from observability.tracing import ReportsSpans, TracedHandle, configure_for, cur
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
 DEFAULT_EMULATOR_URL = "http://127.0.0.1:8001"
+# A "继续" waits on an answer still being generated; a pending mark older than this is
+# presumed lost with its replica.
+PENDING_STALE_S = 120.0
 GENERATE_ATTEMPTS = 3  # a replica lost, then its replacement lost too, before one answers
 
 # ---- the ingress -----------------------------------------------------------------------
@@ -78,7 +81,7 @@ class Ingress(ReportsSpans):
         self._telemetry = MessageTelemetry(store, clock)
         self._metrics_publisher = metrics.replica_publisher("ingress", settings, store)  # other ingress replicas serve it too
         self._continuations = ContinuationStore(
-            store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=2 * settings.job_lease_s
+            store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=PENDING_STALE_S
         )
         self._limiter = RateLimiter(store, clock, LimitPolicy(
             settings.user_burst, settings.user_per_min, settings.account_burst, settings.account_per_s
@@ -119,6 +122,7 @@ class Ingress(ReportsSpans):
             clock,
             self._answer_job,
             max_new_tokens=settings.max_new_tokens,
+            lease_renew_s=settings.job_lease_s / 3,
             job_context=detached_context,  # a job outlives its delivery, but stays in the message's trace
             trace_carrier=current_traceparent,  # kept with the claim: retries link to the first
         )

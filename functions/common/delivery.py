@@ -155,6 +155,7 @@ class DeliveryCoordinator:
         *,
         max_new_tokens: int,
         poll_s: float = 0.1,
+        lease_renew_s: float = 2.0,
         job_context: Callable[[], contextvars.Context] = contextvars.Context,
         trace_carrier: Callable[[], str] = lambda: "",
     ):
@@ -165,6 +166,7 @@ class DeliveryCoordinator:
         self._answer = answer
         self._max_new_tokens = max_new_tokens
         self._poll_s = poll_s
+        self._lease_renew_s = lease_renew_s  # a third of the ledger's job lease, or less
         self._job_context = job_context  # fresh, but may carry the trace (observability/tracing.py)
         self._trace_carrier = trace_carrier  # this delivery's traceparent, kept in the ledger
         self._jobs: set[asyncio.Task] = set()
@@ -275,7 +277,11 @@ class DeliveryCoordinator:
         budget = self._policy.token_budget(entry.first_seen_s, self._clock.now_s(), self._max_new_tokens)
         # The deadline travels too: generate knows its own pace under the current load, which
         # the budget above only estimates from a setting.
-        reply = await self._answer(message, budget, self._policy.passive_deadline_s(entry.first_seen_s))
+        renewing = asyncio.create_task(self._renew_lease(message, entry.job_id))
+        try:
+            reply = await self._answer(message, budget, self._policy.passive_deadline_s(entry.first_seen_s))
+        finally:
+            renewing.cancel()
         finished = await self._record(message, entry, reply)
         if finished is None:
             logger.error("job %s: its answer could not be recorded (taken over, or the store is down)", entry.job_id)
@@ -286,6 +292,17 @@ class DeliveryCoordinator:
         first_part = 0 if finished.state == "pushed" else 1
         await self._with_retries(entry.job_id, "hold", self._overflow(message.account).hold, message, entry.job_id,
                                  reply.parts, first_part)
+
+    async def _renew_lease(self, message: InboundMessage, job_id: str) -> None:
+        """While the job runs, keep its lease: a live owner is never taken over, and a dead
+        one's lease lapses within one lease, before WeChat's last delivery."""
+        while True:
+            await asyncio.sleep(self._lease_renew_s)
+            try:
+                if not await asyncio.to_thread(self._ledger.renew, message.dedupe_key, job_id):
+                    return  # taken over or finished: not ours to keep
+            except Exception:  # a store hiccup: the next renewal may get through
+                logger.warning("job %s: renewing its lease failed", job_id, exc_info=True)
 
     async def _push_if_unserved(self, message: InboundMessage, entry: LedgerEntry, reply: Reply) -> None:
         """WeChat may have hung up on every delivery (an overloaded ingress answers after its

@@ -4,7 +4,9 @@ WeChat delivers a message up to three times with the same MsgId (events: the sam
 FromUserName + CreateTime). The first delivery to claim the message's key does the work; a
 retry landing on any replica finds the claim and waits for that job instead of starting a
 second one, and a retry after the job finished gets the stored reply again. A claim carries a
-lease: if its owner dies mid-job, a later delivery takes the job over once the lease lapses.
+lease, which its owner renews while the job runs: if the owner dies mid-job (its replica
+killed, its node gone), the lease lapses within seconds and WeChat's next delivery takes the
+job over.
 
 Keys hold a hash of the user id, not the id itself: the store is shared infrastructure.
 """
@@ -101,6 +103,17 @@ class ClaimLedger:
         # The entry kept changing under us: take it over rather than risk nobody answering.
         self._store.set(key, mine.to_json(), self._ttl_s)
         return Claim(True, mine)
+
+    def renew(self, dedupe_key: tuple[str, str, str], job_id: str) -> bool:
+        """Extend a running job's lease: its owner is alive. False once the job is not ours
+        to renew (taken over, finished, expired): the owner stops renewing."""
+        def extended(entry: LedgerEntry) -> LedgerEntry | None:
+            if entry.job_id != job_id or entry.state != "in_flight":
+                return None
+            return replace(entry, lease_until_s=self._clock.now_s() + self._job_lease_s)
+
+        entry = self._update(dedupe_key, extended)
+        return entry is not None and entry.job_id == job_id and entry.state == "in_flight"
 
     def hand_off(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
         """Flag the job in flight to push its answer. Returns the entry after the attempt:

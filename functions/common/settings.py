@@ -145,7 +145,10 @@ class Settings(BaseSettings):
     # Shared state (claim ledger): SQLite under WXA_HOME by default, redis://… to scale out.
     state_uri: str | None = None
     ledger_ttl_s: float = 3600.0  # how long a message's reply is kept for late retries
-    job_lease_s: float = 60.0  # a job still running after this is presumed dead and taken over
+    # A running job's owner renews its lease every third of this; one not renewed for this long
+    # is presumed dead and the next delivery takes the job over. Short, so that happens before
+    # WeChat's last delivery (10 s after the first).
+    job_lease_s: float = Field(default=6.0, gt=0, le=9.0)
     delivery_window_s: float = 4.5  # how long one delivery waits for the answer (WeChat: 5 s)
     generate_tokens_per_s: float = 12.0  # for the token budget left before the last window
     push_poll_s: float = 0.5  # how often a push replica looks for due outbox items

@@ -245,3 +245,31 @@ def test_a_store_failing_after_the_claim_asks_wechat_again_and_loses_nothing(par
     outcome = asyncio.run(scenario())
     assert outcome.kind == "not_yet" and flaky.lookup_failures == 0
     assert ledger.lookup(MESSAGE.dedupe_key).state == "pushed" and outbox.backlog() == 1  # the answer overflowed
+
+
+def test_a_slow_job_renews_its_lease_so_a_retry_waits_for_it_instead_of_taking_over(parts):
+    clock, _, ledger, outbox = parts
+    answered = []
+    release = asyncio.Event()
+
+    async def answer(message, budget, deadline_s=None):
+        answered.append(message.msg_id)
+        await release.wait()
+        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+    async def scenario():
+        pushed = PushOverflow(outbox, clock)
+        delivering = DeliveryCoordinator(ledger, lambda account: pushed, DeliveryPolicy(window_s=0.2), clock, answer,
+                                         max_new_tokens=64, poll_s=0.01, lease_renew_s=0.01)
+        first = await delivering.deliver(MESSAGE)
+        clock.advance(61)  # past the 60 s lease the job was claimed with
+        await asyncio.sleep(0.1)  # its owner renews meanwhile
+        retry = asyncio.create_task(delivering.deliver(MESSAGE))
+        await asyncio.sleep(0.05)
+        release.set()
+        again = await retry
+        await delivering.drain()
+        return first, again
+
+    first, again = asyncio.run(scenario())
+    assert answered == ["42"] and first.kind == "not_yet" and again.deliveries == 2

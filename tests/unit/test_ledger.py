@@ -103,3 +103,18 @@ def test_an_unserved_reply_is_switched_to_pushed_and_a_served_one_is_not(ledger)
     assert ledger.mark_served(other).served
     assert not ledger.push_unserved(other, "job-2")
     assert ledger.lookup(other).state == "done"
+
+
+def test_a_live_owner_keeps_its_job_and_a_dead_one_loses_it_when_the_lease_lapses(tmp_path):
+    clock = FixedClock(1_000_000)
+    ledger = ClaimLedger(SQLiteStateStore(tmp_path / "state.db", clock), clock, ttl_s=3600, job_lease_s=6)
+    key = ("default", "o-user", "77")
+    assert ledger.claim(key, "job-a").won
+    clock.advance(4)
+    assert ledger.renew(key, "job-a")  # alive at 4 s: leased until 10 s
+    clock.advance(5)
+    assert not ledger.claim(key, "job-b").won  # 9 s: a retry attaches, it does not take over
+    clock.advance(2)  # 11 s: no renewal since 4 s
+    taken = ledger.claim(key, "job-c")
+    assert taken.won and taken.entry.job_id == "job-c"
+    assert not ledger.renew(key, "job-a")  # the old owner, if it wakes, stops renewing
