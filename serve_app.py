@@ -29,6 +29,7 @@ from functions.common.errors import WxAssistError
 from functions.common.continuation import ContinuationStore, continued_text, is_continue_request
 from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow, Overflow, PushOverflow
 from functions.common.ledger import ClaimLedger, dedupe_digest
+from functions.common.job_journal import JobJournal
 from functions.common.limits import LimitPolicy, RateLimiter
 from functions.common.memory import ConversationMemory
 from functions.common.outbox import Outbox
@@ -123,6 +124,7 @@ class Ingress(ReportsSpans):
             self._answer_job,
             max_new_tokens=settings.max_new_tokens,
             lease_renew_s=settings.job_lease_s / 3,
+            journal=JobJournal(store, clock, recheck_s=settings.job_lease_s),
             job_context=detached_context,  # a job outlives its delivery, but stays in the message's trace
             trace_carrier=current_traceparent,  # kept with the claim: retries link to the first
         )
@@ -140,6 +142,8 @@ class Ingress(ReportsSpans):
         self._handoff_text = settings.handoff_text
         self._handoff_transfer = settings.handoff_transfer
         self._tasks: set[asyncio.Task] = set()  # intakes and background calls, kept until done
+        self._recovery: asyncio.Task | None = None  # the journal watch (recover_orphans), once started
+        self._recovery_every_s = settings.job_lease_s / 3
         self._continue_keyword = settings.continue_keyword
         self._continue_hint = settings.continue_hint_text
         self._continue_pending_text = settings.continue_pending_text
@@ -150,7 +154,22 @@ class Ingress(ReportsSpans):
         """Serve builds the HTTP app in the replica, after ``__init__``; routes are closures
         over this instance, so no class-based-view rewriting is involved."""
         await self.warm_up()
+        self.watch_for_orphans()
         return http_app(self)
+
+    def watch_for_orphans(self) -> None:
+        """Every few seconds, take over jobs whose owner died (functions/common/job_journal.py).
+        Started with the replica, and again by a callback if it ever stopped."""
+        loop = asyncio.get_running_loop()
+        if self._recovery is not None and not self._recovery.done() and self._recovery.get_loop() is loop:
+            return
+
+        async def watch() -> None:
+            while True:
+                await self._delivery.recover_orphans()
+                await asyncio.sleep(self._recovery_every_s)
+
+        self._recovery = asyncio.create_task(watch())
 
     async def warm_up(self) -> None:
         """A handle sets up its router on first use (≈9 s was measured on 2 cores): do it
@@ -178,6 +197,7 @@ class Ingress(ReportsSpans):
 
     async def callback(self, account: str, request: Request) -> Response:
         started_s = time.monotonic()
+        self.watch_for_orphans()
         body = await _read_capped_body(request, self._max_body_bytes)
         if body is None:
             return _rejected(account, Rejection(413, "BodyTooLarge", f"body exceeds {self._max_body_bytes} bytes"))

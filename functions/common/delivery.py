@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 
 from functions.common.clock import Clock
 from functions.common.continuation import ContinuationStore
+from functions.common.job_journal import JobJournal
 from functions.common.ledger import Claim, ClaimLedger, LedgerEntry
 from functions.common.outbox import Outbox, OutboxItem
 from functions.common.platform import DELIVERY_ATTEMPTS, DELIVERY_TIMEOUT_S, REDELIVERY_INTERVAL_S
@@ -156,6 +157,7 @@ class DeliveryCoordinator:
         max_new_tokens: int,
         poll_s: float = 0.1,
         lease_renew_s: float = 2.0,
+        journal: JobJournal | None = None,
         job_context: Callable[[], contextvars.Context] = contextvars.Context,
         trace_carrier: Callable[[], str] = lambda: "",
     ):
@@ -167,6 +169,7 @@ class DeliveryCoordinator:
         self._max_new_tokens = max_new_tokens
         self._poll_s = poll_s
         self._lease_renew_s = lease_renew_s  # a third of the ledger's job lease, or less
+        self._journal = journal  # claimed messages, until dealt with: what recover_orphans takes over
         self._job_context = job_context  # fresh, but may carry the trace (observability/tracing.py)
         self._trace_carrier = trace_carrier  # this delivery's traceparent, kept in the ledger
         self._jobs: set[asyncio.Task] = set()
@@ -274,24 +277,34 @@ class DeliveryCoordinator:
         return await asyncio.to_thread(self._ledger.lookup, message.dedupe_key)
 
     async def _run_job(self, message: InboundMessage, entry: LedgerEntry) -> None:
-        budget = self._policy.token_budget(entry.first_seen_s, self._clock.now_s(), self._max_new_tokens)
-        # The deadline travels too: generate knows its own pace under the current load, which
-        # the budget above only estimates from a setting.
+        """Answer the message, record the answer, hand on what a passive reply cannot carry.
+        From the start until the answer has been dealt with, the journal holds the message and
+        the lease is renewed: if this replica dies on the way, another picks the job up."""
+        await self._journal_step("open", message)
         renewing = asyncio.create_task(self._renew_lease(message, entry.job_id))
+        renewal_handed_on = False
         try:
+            budget = self._policy.token_budget(entry.first_seen_s, self._clock.now_s(), self._max_new_tokens)
+            # The deadline travels too: generate knows its own pace under the current load,
+            # which the budget above only estimates from a setting.
             reply = await self._answer(message, budget, self._policy.passive_deadline_s(entry.first_seen_s))
+            finished = await self._record(message, entry, reply)
+            if finished is None:
+                logger.error("job %s: its answer could not be recorded (taken over, or the store is down)", entry.job_id)
+                return
+            if finished.state == "done":  # a separate task: deliveries wait on this job, not on that
+                self._track(asyncio.create_task(self._push_if_unserved(message, entry, reply.parts, renewing),
+                                                context=self._job_context()))
+                renewal_handed_on = True
+            # Served passively: only the later parts of a long answer overflow. Handed off: all.
+            first_part = 0 if finished.state == "pushed" else 1
+            await self._with_retries(entry.job_id, "hold", self._overflow(message.account).hold, message, entry.job_id,
+                                     reply.parts, first_part)
+            if finished.state == "pushed":
+                await self._journal_step("close", message)
         finally:
-            renewing.cancel()
-        finished = await self._record(message, entry, reply)
-        if finished is None:
-            logger.error("job %s: its answer could not be recorded (taken over, or the store is down)", entry.job_id)
-            return
-        if finished.state == "done":  # a separate task: deliveries wait on this job, not on that
-            self._track(asyncio.create_task(self._push_if_unserved(message, entry, reply), context=self._job_context()))
-        # Served passively: only the later parts of a long answer overflow. Handed off: all.
-        first_part = 0 if finished.state == "pushed" else 1
-        await self._with_retries(entry.job_id, "hold", self._overflow(message.account).hold, message, entry.job_id,
-                                 reply.parts, first_part)
+            if not renewal_handed_on:
+                renewing.cancel()
 
     async def _renew_lease(self, message: InboundMessage, job_id: str) -> None:
         """While the job runs, keep its lease: a live owner is never taken over, and a dead
@@ -300,22 +313,82 @@ class DeliveryCoordinator:
             await asyncio.sleep(self._lease_renew_s)
             try:
                 if not await asyncio.to_thread(self._ledger.renew, message.dedupe_key, job_id):
-                    return  # taken over or finished: not ours to keep
+                    return  # taken over or expired: not ours to keep
             except Exception:  # a store hiccup: the next renewal may get through
                 logger.warning("job %s: renewing its lease failed", job_id, exc_info=True)
 
-    async def _push_if_unserved(self, message: InboundMessage, entry: LedgerEntry, reply: Reply) -> None:
+    async def _push_if_unserved(self, message: InboundMessage, entry: LedgerEntry, parts: tuple[str, ...],
+                                renewing: asyncio.Task | None = None) -> None:
         """WeChat may have hung up on every delivery (an overloaded ingress answers after its
         5 s): then nobody carried the passive reply. Once the last window has closed, the
         unserved first part overflows too (the later parts already have)."""
-        deadline_s = self._policy.passive_deadline_s(entry.first_seen_s) + 1.0
-        while (left_s := deadline_s - self._clock.now_s()) > 0:  # re-read: the clock is injected
-            await asyncio.sleep(min(left_s, 0.5))
-        if await self._with_retries(entry.job_id, "mark unserved", asyncio.to_thread, self._ledger.push_unserved,
-                                    message.dedupe_key, entry.job_id):
-            logger.warning("job %s: no delivery carried its reply; it overflows", entry.job_id)
-            await self._with_retries(entry.job_id, "unserved", self._overflow(message.account).unserved, message,
-                                     entry.job_id, reply.parts)
+        try:
+            deadline_s = self._policy.passive_deadline_s(entry.first_seen_s) + 1.0
+            while (left_s := deadline_s - self._clock.now_s()) > 0:  # re-read: the clock is injected
+                await asyncio.sleep(min(left_s, 0.5))
+            if await self._with_retries(entry.job_id, "mark unserved", asyncio.to_thread, self._ledger.push_unserved,
+                                        message.dedupe_key, entry.job_id):
+                logger.warning("job %s: no delivery carried its reply; it overflows", entry.job_id)
+                await self._with_retries(entry.job_id, "unserved", self._overflow(message.account).unserved, message,
+                                         entry.job_id, parts)
+            await self._journal_step("close", message)
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+
+    async def recover_orphans(self, limit: int = 32) -> int:
+        """One look at the journal's due messages; take over each whose owner has died.
+        Returns how many were taken over. Every ingress replica calls this every few seconds."""
+        if self._journal is None:
+            return 0
+        try:
+            due = await asyncio.to_thread(self._journal.due, limit)
+        except Exception:
+            logger.warning("the job journal could not be read", exc_info=True)
+            return 0
+        recovered = 0
+        for message in due:
+            try:
+                recovered += await self._recover(message)
+            except Exception:
+                logger.exception("recovering a job failed; its journal entry comes due again")
+        return recovered
+
+    async def _recover(self, message: InboundMessage) -> bool:
+        entry = await self._lookup(message)
+        if entry is None:  # expired: nothing left to do for it
+            await self._journal_step("close", message)
+            return False
+        if entry.state == "done" and entry.served:
+            await self._journal_step("close", message)
+            return False
+        if entry.state == "done" and self._clock.now_s() < self._policy.passive_deadline_s(entry.first_seen_s) + 1.0:
+            return False  # a delivery may still serve it
+        original_job = entry.job_id
+        taken = await asyncio.to_thread(self._ledger.take_over, message.dedupe_key, uuid.uuid4().hex)
+        if taken is None:  # its owner is alive (or another replica took it)
+            return False
+        logger.warning("job %s: its owner died; job %s takes it over (%s)", original_job, taken.job_id, taken.state)
+        if taken.state == "in_flight":  # not answered yet: answer it, as its owner would have
+            self._track(asyncio.create_task(self._run_job(message, taken), context=self._job_context()))
+            return True
+        overflow = self._overflow(message.account)
+        if taken.state == "done":  # answered, never served, the windows closed: push it
+            if await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, taken.job_id):
+                await self._with_retries(taken.job_id, "unserved", overflow.unserved, message, original_job, taken.parts)
+        else:  # pushed: the owner may have died before every part reached the overflow (item ids dedupe)
+            await self._with_retries(taken.job_id, "hold", overflow.hold, message, original_job, taken.parts, 0)
+        await self._journal_step("close", message)
+        return True
+
+    async def _journal_step(self, step: str, message: InboundMessage) -> None:
+        """Open or close the message's journal entry; a store hiccup costs only recoverability."""
+        if self._journal is None:
+            return
+        try:
+            await asyncio.to_thread(getattr(self._journal, step), message)
+        except Exception:
+            logger.warning("journal %s failed for a job", step, exc_info=True)
 
     def _track(self, task: asyncio.Task) -> None:
         self._jobs.add(task)

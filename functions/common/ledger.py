@@ -40,6 +40,7 @@ class LedgerEntry:
     handoff: bool = False  # the last delivery answered "success": the job must push its answer
     served: bool = False  # a delivery returned the passive reply to a still-connected client
     trace: str = ""  # the first delivery's traceparent: retries link their traces to it
+    parts: tuple[str, ...] = ()  # the answer's text, so a job whose owner died can still be pushed
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -49,7 +50,8 @@ class LedgerEntry:
         """Fields this version does not know are dropped: a replica one release behind (a
         rollback) still reads entries a newer one wrote."""
         known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in json.loads(raw).items() if key in known})
+        values = {key: value for key, value in json.loads(raw).items() if key in known}
+        return cls(**{**values, "parts": tuple(values.get("parts", ()))})
 
     def reply(self) -> Reply:
         return Reply(self.reply_body, content_type=self.content_type)
@@ -105,15 +107,26 @@ class ClaimLedger:
         return Claim(True, mine)
 
     def renew(self, dedupe_key: tuple[str, str, str], job_id: str) -> bool:
-        """Extend a running job's lease: its owner is alive. False once the job is not ours
-        to renew (taken over, finished, expired): the owner stops renewing."""
+        """Extend the job's lease: its owner is alive, from the claim until its answer has
+        been served or handed on. False once the job is not ours (taken over, expired)."""
         def extended(entry: LedgerEntry) -> LedgerEntry | None:
-            if entry.job_id != job_id or entry.state != "in_flight":
+            if entry.job_id != job_id:
                 return None
             return replace(entry, lease_until_s=self._clock.now_s() + self._job_lease_s)
 
         entry = self._update(dedupe_key, extended)
-        return entry is not None and entry.job_id == job_id and entry.state == "in_flight"
+        return entry is not None and entry.job_id == job_id
+
+    def take_over(self, dedupe_key: tuple[str, str, str], job_id: str) -> LedgerEntry | None:
+        """A job whose owner's lease has lapsed, in any state, for the journal's recovery:
+        the entry if it is ``job_id``'s now, else None (alive, or another took it)."""
+        def taken(entry: LedgerEntry) -> LedgerEntry | None:
+            if entry.lease_until_s >= self._clock.now_s():
+                return None
+            return replace(entry, job_id=job_id, lease_until_s=self._clock.now_s() + self._job_lease_s)
+
+        entry = self._update(dedupe_key, taken)
+        return entry if entry is not None and entry.job_id == job_id else None
 
     def hand_off(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
         """Flag the job in flight to push its answer. Returns the entry after the attempt:
@@ -135,6 +148,7 @@ class ClaimLedger:
             current = LedgerEntry.from_json(raw)
             if current.job_id != job_id or current.state != "in_flight":
                 return None
+            current = replace(current, parts=tuple(reply.parts))
             finished = (
                 replace(current, state="pushed")
                 if current.handoff

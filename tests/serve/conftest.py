@@ -132,11 +132,13 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
 
 
 def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generate: dict,
-                   cpu_steps_actor_options: dict | None = None):
+                   cpu_steps_actor_options: dict | None = None, *, app_args: dict | None = None,
+                   replicas: dict[str, int] | None = None):
     """Yield a RunningService for one more application on the shared Serve instance: the
     real pipeline with a generator that takes as long as each question says ("#15": 15 s),
     its own home and emulator, and ``generate`` merged over local.yaml's generate options
-    (``ray_actor_options`` key by key); ``cpu_steps_actor_options`` go to every other step."""
+    (``ray_actor_options`` key by key); ``cpu_steps_actor_options`` go to every other step,
+    ``app_args`` over the application's arguments, ``replicas`` fix steps' replica counts."""
     from ray import serve
 
     from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
@@ -157,16 +159,36 @@ def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generat
         light["generate"].pop("num_replicas", None)  # Serve takes one or the other
     actor_options = {**light["generate"]["ray_actor_options"], **generate.get("ray_actor_options", {})}
     light["generate"].update(generate, ray_actor_options=actor_options)
+    for step, count in (replicas or {}).items():
+        light[step].pop("autoscaling_config", None)
+        light[step]["num_replicas"] = count
     base_url = f"{service.base_url}/{name}"
     emulator = WeChatEmulator(settings.account_map(), base_url)
     with BackgroundServer(emulator_app(emulator), free_port()) as platform:
         args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2,
                 "wechat_faq_fast_path": False, "wechat_answer_cache": False, "intent_knn": False,
-                "user_burst": 1000, "account_burst": 1000}
+                "user_burst": 1000, "account_burst": 1000, **(app_args or {})}
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
         serve.run(app, name=name, route_prefix=f"/{name}")
         yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)
         serve.delete(name)
+
+
+def serve_replicas(app: str, deployment: str) -> list[dict]:
+    """Serve's view of a deployment's replicas: state, node and actor name of each (the
+    controller's details, as `serve status` shows them on a cluster)."""
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    return details["applications"][app]["deployments"][deployment]["replicas"]
+
+
+def kill_replica(replica: dict) -> None:
+    """The replica's process dies at once, as an OOM kill or a lost node does; Serve notices
+    and starts another."""
+    import ray
+
+    ray.kill(ray.get_actor(replica["actor_name"], namespace="serve"), no_restart=True)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 
 from functions.common.emulator import UserMessage
 from tests.polling import wait_for
-from tests.serve.conftest import ON_DEMAND, SPOT, run_sleepy_app
+from tests.serve.conftest import ON_DEMAND, SPOT, kill_replica, run_sleepy_app, serve_replicas
 
 pytestmark = pytest.mark.serve
 
@@ -37,11 +37,7 @@ def generate_placement() -> dict:
 
 
 def generate_replicas() -> list[dict]:
-    """Serve's view of generate's replicas: state, node and actor name of each."""
-    from ray.serve.context import _get_global_client
-
-    details = _get_global_client().get_serve_details()
-    return details["applications"][APP]["deployments"]["generate"]["replicas"]
+    return serve_replicas(APP, "generate")
 
 
 def running_on(node_id: str) -> bool:
@@ -112,14 +108,12 @@ def test_a_preemption_notice_moves_generate_off_spot_and_its_answers_finish(ray_
 
 
 def test_answers_lost_with_their_replica_are_generated_again_on_a_live_one(drain_service):
-    import ray
-
     (replica,) = generate_replicas()
     users = [f"o-lost-{index}" for index in range(USERS_PER_BURST)]
     sender = start_burst(drain_service.emulator, users)
     wait_for(lambda: answers_begun() >= USERS_PER_BURST, 30, "the burst at generate", 0.2)
 
-    ray.kill(ray.get_actor(replica["actor_name"], namespace="serve"), no_restart=True)
+    kill_replica(replica)
 
     assert_answered_once_each(drain_service.emulator.api, users)
     (replacement,) = generate_replicas()

@@ -6,6 +6,7 @@ import pytest
 
 from functions.common.clock import FixedClock
 from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, PushOverflow
+from functions.common.job_journal import JobJournal
 from functions.common.ledger import ClaimLedger
 from functions.common.outbox import PENDING_QUEUE, Outbox
 from functions.common.records import InboundMessage, Reply
@@ -273,3 +274,63 @@ def test_a_slow_job_renews_its_lease_so_a_retry_waits_for_it_instead_of_taking_o
 
     first, again = asyncio.run(scenario())
     assert answered == ["42"] and first.kind == "not_yet" and again.deliveries == 2
+
+
+def journalled(parts, answer, journal):
+    clock, _, ledger, outbox = parts
+    pushed = PushOverflow(outbox, clock)
+    return DeliveryCoordinator(ledger, lambda account: pushed, DeliveryPolicy(window_s=0.2), clock, answer,
+                               max_new_tokens=64, poll_s=0.01, lease_renew_s=0.01, journal=journal)
+
+
+def test_a_job_whose_owner_died_after_the_last_delivery_is_answered_by_another_replica(parts):
+    clock, store, ledger, outbox = parts
+    journal = JobJournal(store, clock, recheck_s=60)
+    answered = []
+
+    async def never(message, budget, deadline_s=None):
+        await asyncio.Event().wait()  # its replica is killed before the answer is ready
+
+    async def answer(message, budget, deadline_s=None):
+        answered.append(message.msg_id)
+        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+    async def scenario():
+        doomed = journalled(parts, never, journal)
+        await doomed.deliver(MESSAGE)
+        ledger.hand_off(MESSAGE.dedupe_key)  # WeChat's last delivery answered "success"
+        for job in list(doomed._jobs):
+            job.cancel()  # the replica dies with its job
+        survivor = journalled(parts, answer, journal)
+        assert await survivor.recover_orphans() == 0  # nothing due yet
+        clock.advance(61)  # the journal entry comes due, the dead owner's lease has lapsed
+        assert await survivor.recover_orphans() == 1
+        await survivor.drain()
+        clock.advance(61)
+        assert await survivor.recover_orphans() == 0  # dealt with: never taken twice
+
+    asyncio.run(scenario())
+    assert answered == ["42"] and outbox.backlog() == 1 and journal.size() == 0
+    assert ledger.lookup(MESSAGE.dedupe_key).state == "pushed"
+
+
+def test_a_live_owner_is_never_taken_over_and_its_journal_entry_closes_when_it_is_done(parts):
+    clock, store, ledger, outbox = parts
+    journal = JobJournal(store, clock, recheck_s=1)
+    release = asyncio.Event()
+
+    async def slow(message, budget, deadline_s=None):
+        await release.wait()
+        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+    async def scenario():
+        owner = journalled(parts, slow, journal)
+        await owner.deliver(MESSAGE)
+        clock.advance(120)  # long past the claim's lease: but the owner renews it
+        await asyncio.sleep(0.05)
+        assert await journalled(parts, slow, journal).recover_orphans() == 0
+        release.set()
+        await owner.drain()
+
+    asyncio.run(scenario())
+    assert journal.size() == 0 and outbox.backlog() == 1  # no delivery served it: pushed, once
