@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import dataclasses
 import inspect
 import json
 import os
@@ -55,7 +56,9 @@ DEFAULT_EMULATOR_URL = "http://127.0.0.1:8001"
 # A "继续" waits on an answer still being generated; a pending mark older than this is
 # presumed lost with its replica.
 PENDING_STALE_S = 120.0
-GENERATE_ATTEMPTS = 3  # a replica lost, then its replacement lost too, before one answers
+# A replica lost mid-answer is retried once: a question that itself kills replicas (an OOM)
+# must not take down a third.
+GENERATE_ATTEMPTS = 2
 
 # ---- the ingress -----------------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class Ingress(ReportsSpans):
                 await self._delivery.recover_orphans()
                 await asyncio.sleep(self._recovery_every_s)
 
-        self._recovery = asyncio.create_task(watch())
+        self._recovery = asyncio.create_task(watch(), context=contextvars.Context())  # in no request's trace
 
     async def warm_up(self) -> None:
         """A handle sets up its router on first use (≈9 s was measured on 2 cores): do it
@@ -278,6 +281,8 @@ class Ingress(ReportsSpans):
     ) -> tuple[Reply, dict[str, Any]]:
         """The reply, and what the log line should say about how it was made."""
         details: dict[str, Any] = {"route": "error"}
+        if message.content and len(message.content) > self._max_question_chars:  # before anything reads it
+            message = dataclasses.replace(message, content=message.content[: self._max_question_chars])
         try:
             refused = await self._over_limit(message)
             if refused is not None:
@@ -314,7 +319,7 @@ class Ingress(ReportsSpans):
         deadline_s: float | None = None,
     ) -> Reply:
         """A knowledge question or small talk: from the FAQ, the answer cache or the model."""
-        question = (intent.query or "")[: self._max_question_chars]
+        question = intent.query or ""
         history = await self._recall(message)
         details["turns"] = len(history)
         # Knowledge answers only; a follow-up's answer depends on the conversation: not served
@@ -375,6 +380,7 @@ class Ingress(ReportsSpans):
             audit_event("deferral_refused", account=message.account, user=hashed_user(message.from_user),
                         msg_id=message.msg_id)
             return await self._encrypt.text_reply.remote(message, self._outbox_full_text)
+        self._deferred_waiting += 1  # counted at the promise: a burst's deferrals all see it
         job_id = "deferred-" + dedupe_digest(message.dedupe_key)
         held = message.account in self._passive_only
         if held:  # a "继续" meanwhile waits for it instead of finding nothing
@@ -385,7 +391,6 @@ class Ingress(ReportsSpans):
 
     async def _answer_later(self, message: InboundMessage, job_id: str, question: str, passages: list, history,
                             cache: bool) -> None:
-        self._deferred_waiting += 1
         try:
             await self._answer_when_there_is_room(message, job_id, question, passages, history, cache)
         finally:
@@ -439,9 +444,9 @@ class Ingress(ReportsSpans):
         if time.monotonic() - read_at > 1.0 or read_at < 0:
             try:
                 backlog = await asyncio.to_thread(self._outbox.backlog)
-            except Exception as exc:
+            except Exception as exc:  # a store outage refuses nothing, and is not asked again at once
                 _log_failure("outbox backlog", exc)
-                return False
+                backlog = 0
             self._backlog_seen = (backlog, time.monotonic())
         if backlog < self._outbox_max_pending:
             return False

@@ -69,7 +69,9 @@ def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> d
     identity = ReplicaIdentity("replicas", ReplicaIdentityArgs(
         naming, cluster.issuer, config.namespace, SERVICE_ACCOUNT, bucket_arn), opts=in_namespace)
 
-    env.update(WXA_HOME=WXA_HOME, WXA_TRACE_EXPORTER="otlp",
+    # Real accounts only: every process refuses development credentials, the emulator or
+    # MinIO's default keys (functions/common/settings.py, production_problems).
+    env.update(WXA_ENVIRONMENT="production", WXA_HOME=WXA_HOME, WXA_TRACE_EXPORTER="otlp",
                OTEL_EXPORTER_OTLP_ENDPOINT=tracing.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
                WXA_WECHAT_APPID=config.wechat_appid, WXA_WECHAT_KIND=config.wechat_kind)
     if config.kb_uri:

@@ -297,10 +297,11 @@ class DeliveryCoordinator:
                                                 context=self._job_context()))
                 renewal_handed_on = True
             # Served passively: only the later parts of a long answer overflow. Handed off: all.
-            first_part = 0 if finished.state == "pushed" else 1
+            handed_off = finished.state == "pushed"
             await self._with_retries(entry.job_id, "hold", self._overflow(message.account).hold, message, entry.job_id,
-                                     reply.parts, first_part)
-            if finished.state == "pushed":
+                                     reply.parts, 0 if handed_off else 1)
+            await self._mark(message, entry.job_id, later_held=True, overflow_done=handed_off)
+            if handed_off:
                 await self._journal_step("close", message)
         finally:
             if not renewal_handed_on:
@@ -331,6 +332,7 @@ class DeliveryCoordinator:
                 logger.warning("job %s: no delivery carried its reply; it overflows", entry.job_id)
                 await self._with_retries(entry.job_id, "unserved", self._overflow(message.account).unserved, message,
                                          entry.job_id, parts)
+                await self._mark(message, entry.job_id, overflow_done=True)
             await self._journal_step("close", message)
         finally:
             if renewing is not None:
@@ -346,40 +348,56 @@ class DeliveryCoordinator:
         except Exception:
             logger.warning("the job journal could not be read", exc_info=True)
             return 0
-        recovered = 0
-        for message in due:
+        async def recover(message: InboundMessage) -> bool:
             try:
-                recovered += await self._recover(message)
+                return await self._recover(message)
             except Exception:
                 logger.exception("recovering a job failed; its journal entry comes due again")
-        return recovered
+                return False
+
+        return sum(await asyncio.gather(*(recover(message) for message in due)))
 
     async def _recover(self, message: InboundMessage) -> bool:
         entry = await self._lookup(message)
         if entry is None:  # expired: nothing left to do for it
             await self._journal_step("close", message)
             return False
-        if entry.state == "done" and entry.served:
-            await self._journal_step("close", message)
+        if entry.overflow_done or (entry.state == "done" and entry.served and entry.later_held):
+            await self._journal_step("close", message)  # dealt with; its owner died before closing
             return False
-        if entry.state == "done" and self._clock.now_s() < self._policy.passive_deadline_s(entry.first_seen_s) + 1.0:
+        if entry.state == "done" and not entry.served and \
+                self._clock.now_s() < self._policy.passive_deadline_s(entry.first_seen_s) + 1.0:
             return False  # a delivery may still serve it
-        original_job = entry.job_id
+        dead_owner = entry.job_id
         taken = await asyncio.to_thread(self._ledger.take_over, message.dedupe_key, uuid.uuid4().hex)
         if taken is None:  # its owner is alive (or another replica took it)
             return False
-        logger.warning("job %s: its owner died; job %s takes it over (%s)", original_job, taken.job_id, taken.state)
+        logger.warning("job %s: its owner died; recovering it (%s)", dead_owner, taken.state)
         if taken.state == "in_flight":  # not answered yet: answer it, as its owner would have
             self._track(asyncio.create_task(self._run_job(message, taken), context=self._job_context()))
             return True
-        overflow = self._overflow(message.account)
-        if taken.state == "done":  # answered, never served, the windows closed: push it
-            if await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, taken.job_id):
-                await self._with_retries(taken.job_id, "unserved", overflow.unserved, message, original_job, taken.parts)
-        else:  # pushed: the owner may have died before every part reached the overflow (item ids dedupe)
-            await self._with_retries(taken.job_id, "hold", overflow.hold, message, original_job, taken.parts, 0)
+        # Answered: queue what its owner had not handed on yet, under the owner's item ids.
+        parts, job_id = taken.parts, taken.job_id
+        missing: tuple[str, ...] = ()
+        if taken.state == "done" and taken.served:
+            missing, first_part = parts, 1  # the later parts
+        elif taken.state == "pushed" or await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, job_id):
+            missing, first_part = parts, 0  # nobody carried the first part either
+        if missing:
+            if first_part == 0 and taken.later_held:
+                missing = parts[:1]
+            await self._with_retries(job_id, "recovered hold", self._overflow(message.account).hold, message, job_id,
+                                     missing, first_part)
+            await self._mark(message, job_id, later_held=True, overflow_done=first_part == 0)
         await self._journal_step("close", message)
         return True
+
+    async def _mark(self, message: InboundMessage, job_id: str, **flags: bool) -> None:
+        """Note in the ledger what the overflow now has; lost, recovery may queue it twice."""
+        try:
+            await asyncio.to_thread(self._ledger.mark, message.dedupe_key, job_id, **flags)
+        except Exception:
+            logger.warning("job %s: noting what was handed on failed", job_id, exc_info=True)
 
     async def _journal_step(self, step: str, message: InboundMessage) -> None:
         """Open or close the message's journal entry; a store hiccup costs only recoverability."""

@@ -41,6 +41,10 @@ class LedgerEntry:
     served: bool = False  # a delivery returned the passive reply to a still-connected client
     trace: str = ""  # the first delivery's traceparent: retries link their traces to it
     parts: tuple[str, ...] = ()  # the answer's text, so a job whose owner died can still be pushed
+    # What of the answer has been handed to the overflow, so a job recovered after its owner
+    # died queues what is missing and nothing twice: the parts after the first, and all of it.
+    later_held: bool = False
+    overflow_done: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -94,6 +98,8 @@ class ClaimLedger:
             if raw is None:
                 continue
             current = LedgerEntry.from_json(raw)
+            if current.job_id == job_id:  # our own claim went through, and only its answer was lost
+                return Claim(True, current)
             counted = replace(current, deliveries=current.deliveries + 1)
             if current.state == "in_flight" and current.lease_until_s < now_s:
                 counted = replace(counted, job_id=job_id, lease_until_s=now_s + self._job_lease_s)
@@ -117,16 +123,31 @@ class ClaimLedger:
         entry = self._update(dedupe_key, extended)
         return entry is not None and entry.job_id == job_id
 
-    def take_over(self, dedupe_key: tuple[str, str, str], job_id: str) -> LedgerEntry | None:
-        """A job whose owner's lease has lapsed, in any state, for the journal's recovery:
-        the entry if it is ``job_id``'s now, else None (alive, or another took it)."""
+    def take_over(self, dedupe_key: tuple[str, str, str], recovery_id: str) -> LedgerEntry | None:
+        """For the journal's recovery: a job whose owner's lease has lapsed, now leased to
+        ``recovery_id``; None while the owner is alive or once another recovery took it. Not
+        answered yet (in_flight): the job becomes ``recovery_id``'s, to answer. Answered: the
+        job id stays, since the outbox items its owner queued are named after it."""
         def taken(entry: LedgerEntry) -> LedgerEntry | None:
-            if entry.lease_until_s >= self._clock.now_s():
+            now_s = self._clock.now_s()
+            if entry.lease_until_s >= now_s:
                 return None
-            return replace(entry, job_id=job_id, lease_until_s=self._clock.now_s() + self._job_lease_s)
+            owner = recovery_id if entry.state == "in_flight" else entry.job_id
+            return replace(entry, job_id=owner, lease_until_s=now_s + self._job_lease_s)
 
-        entry = self._update(dedupe_key, taken)
-        return entry if entry is not None and entry.job_id == job_id else None
+        entry, taken_now = self._apply(dedupe_key, taken)
+        return entry if taken_now else None
+
+    def mark(self, dedupe_key: tuple[str, str, str], job_id: str, *, later_held: bool = False,
+             overflow_done: bool = False) -> None:
+        """Record what of the job's answer the overflow now has (flags only ever turn on)."""
+        def marked(entry: LedgerEntry) -> LedgerEntry | None:
+            if entry.job_id != job_id:
+                return None
+            return replace(entry, later_held=entry.later_held or later_held or overflow_done,
+                           overflow_done=entry.overflow_done or overflow_done)
+
+        self._update(dedupe_key, marked)
 
     def hand_off(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
         """Flag the job in flight to push its answer. Returns the entry after the attempt:
@@ -143,11 +164,14 @@ class ClaimLedger:
         for _ in range(CAS_ATTEMPTS):
             raw = self._store.get(key)
             if raw is None:  # expired under a very slow job: its deliveries are long gone
-                pushed = LedgerEntry(job_id, "pushed", 0.0, handoff=True)
+                pushed = LedgerEntry(job_id, "pushed", self._clock.now_s() + self._job_lease_s, handoff=True,
+                                     parts=tuple(reply.parts))
                 return pushed if self._store.set_if_absent(key, pushed.to_json(), self._ttl_s) else None
             current = LedgerEntry.from_json(raw)
-            if current.job_id != job_id or current.state != "in_flight":
+            if current.job_id != job_id:
                 return None
+            if current.state != "in_flight":  # recorded already, and only the answer to that was lost
+                return current
             current = replace(current, parts=tuple(reply.parts))
             finished = (
                 replace(current, state="pushed")
@@ -164,27 +188,32 @@ class ClaimLedger:
         return self._update(dedupe_key, lambda e: replace(e, served=True) if e.state == "done" and not e.served else None)
 
     def push_unserved(self, dedupe_key: tuple[str, str, str], job_id: str) -> bool:
-        """After the last passive window: if no delivery served the reply, switch it to pushed."""
-        entry = self._update(
+        """After the last passive window: if no delivery served the reply, switch it to pushed.
+        True only for the call that switched it, so one caller pushes, however many try."""
+        _, switched = self._apply(
             dedupe_key,
             lambda e: replace(e, state="pushed") if e.job_id == job_id and e.state == "done" and not e.served else None,
         )
-        return entry is not None and entry.state == "pushed" and not entry.served
+        return switched
 
     def _update(self, dedupe_key: tuple[str, str, str], change) -> LedgerEntry | None:
-        """Apply ``change`` (entry -> new entry, or None for no change) by compare-and-set."""
+        """Apply ``change`` (entry -> new entry, or None for no change); the entry after it."""
+        return self._apply(dedupe_key, change)[0]
+
+    def _apply(self, dedupe_key: tuple[str, str, str], change) -> tuple[LedgerEntry | None, bool]:
+        """Apply ``change`` by compare-and-set: (the entry after it, whether this call changed it)."""
         key = ledger_key(dedupe_key)
         for _ in range(CAS_ATTEMPTS):
             raw = self._store.get(key)
             if raw is None:
-                return None
+                return None, False
             current = LedgerEntry.from_json(raw)
             updated = change(current)
             if updated is None:
-                return current
+                return current, False
             if self._store.compare_and_set(key, raw, updated.to_json(), self._ttl_s):
-                return updated
-        return self.lookup(dedupe_key)
+                return updated, True
+        return self.lookup(dedupe_key), False
 
     def lookup(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
         raw = self._store.get(ledger_key(dedupe_key))

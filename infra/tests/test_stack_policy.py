@@ -259,7 +259,7 @@ def test_the_pods_get_settings_as_env_and_secrets_only_through_the_secret(prod):
     for container in containers:
         assert container["envFrom"] == [{"secretRef": {"name": "wxassist-env"}}]
         env = {e["name"]: e["value"] for e in container["env"]}
-        assert env["WXA_MODEL"] == "deepseek-r1-distill-qwen-7b@1"
+        assert env["WXA_MODEL"] == "deepseek-r1-distill-qwen-7b@1" and env["WXA_ENVIRONMENT"] == "production"
         assert env["WXA_MODEL_STORE"] == "s3://wxassist-prod-models-test/models"
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.wxassist.svc:4318"
     # No secret value anywhere else: not in the RayService, a ConfigMap or a tag.

@@ -32,6 +32,9 @@ class RunningService:
     emulator: object  # functions.common.emulator.WeChatEmulator: what users received
 
 
+# Never used to reach a store here: every replica of the sleepy application loads them with
+# its settings, and tests/serve/test_observability.py checks no log or span shows them.
+SLEEPY_S3_KEYS = {"s3_access_key": "AKIASLEEPYSCAN0001", "s3_secret_key": "s3SECRETsleepyScan42"}
 ON_DEMAND = {"ray.io/market-type": "on-demand"}  # the labels deploy/*.yaml select on
 SPOT = {"ray.io/market-type": "spot"}
 
@@ -107,7 +110,8 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
     lite = AccountConfig(name="lite", token="lite-token", aes_key="L" * 43, appid="wxlite0001", strategy="passive-only",
                          faq_fast_path=False, answer_cache=False)
     config = home / "accounts.yaml"
-    config.write_text(yaml.safe_dump({"accounts": [{**lite.model_dump(), "token": "lite-token", "aes_key": "L" * 43}]}))
+    config.write_text(yaml.safe_dump({"accounts": [{**lite.model_dump(), "token": "lite-token", "aes_key": "L" * 43}],
+                                      **SLEEPY_S3_KEYS}))
     with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
     _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)

@@ -13,6 +13,7 @@ import pytest
 
 from functions.common.emulator import UserMessage
 from observability.trace_cli import message_spans
+from tests.serve.conftest import SLEEPY_S3_KEYS
 from tests.serve.test_end_to_end import deliver, text
 
 pytestmark = pytest.mark.serve
@@ -107,7 +108,8 @@ def test_a_pushed_answer_is_one_split_trace_with_its_push_and_leaks_nothing(slee
 
     credentials = json.loads((sleepy_service.home / "dev-credentials.json").read_text())
     secrets = {"message text": "WX-SECRET-88421", "token": credentials["token"],
-               "AES key": credentials["aes_key"], "app secret": credentials["secret"], "openid": SECRET_USER}
+               "AES key": credentials["aes_key"], "app secret": credentials["secret"], "openid": SECRET_USER,
+               "S3 access key": SLEEPY_S3_KEYS["s3_access_key"], "S3 secret key": SLEEPY_S3_KEYS["s3_secret_key"]}
     exported = [path for path in trace_dir.glob("*.jsonl")] + _ray_logs()
     assert len(exported) > 7
     for path in exported:

@@ -334,3 +334,42 @@ def test_a_live_owner_is_never_taken_over_and_its_journal_entry_closes_when_it_i
 
     asyncio.run(scenario())
     assert journal.size() == 0 and outbox.backlog() == 1  # no delivery served it: pushed, once
+
+
+def test_an_answer_its_owner_recorded_but_never_handed_on_is_pushed_whole_once(parts):
+    clock, store, ledger, outbox = parts
+    journal = JobJournal(store, clock, recheck_s=60)
+    reply = Reply("<xml>passive</xml>", parts=("第一段。", "第二段。"))
+    ledger.claim(MESSAGE.dedupe_key, "job-dead")
+    journal.open(MESSAGE)
+    ledger.complete(MESSAGE.dedupe_key, "job-dead", reply)  # then its replica died: nothing queued
+
+    async def unused(message, budget, deadline_s=None):
+        raise AssertionError("an answered job is not generated again")
+
+    async def scenario():
+        clock.advance(120)  # every window closed, the lease lapsed, the journal entry due
+        survivor = journalled(parts, unused, journal)
+        assert await survivor.recover_orphans() == 1
+        clock.advance(120)
+        assert await survivor.recover_orphans() == 0
+
+    asyncio.run(scenario())
+    queued = sorted(item_id for item_id, _ in store.lease(PENDING_QUEUE, now_s=2e6, lease_s=1, limit=10))
+    assert queued == ["job-dead:0", "job-dead:1"] and journal.size() == 0
+
+
+def test_an_answer_already_handed_on_is_not_queued_again(parts):
+    clock, store, ledger, outbox = parts
+    journal = JobJournal(store, clock, recheck_s=60)
+    ledger.claim(MESSAGE.dedupe_key, "job-dead")
+    journal.open(MESSAGE)
+    ledger.hand_off(MESSAGE.dedupe_key)
+    ledger.complete(MESSAGE.dedupe_key, "job-dead", Reply("<xml/>", parts=("全文。",)))
+    ledger.mark(MESSAGE.dedupe_key, "job-dead", overflow_done=True)  # queued, sent; then the replica died
+
+    async def scenario():
+        clock.advance(120)
+        return await journalled(parts, None, journal).recover_orphans()
+
+    assert asyncio.run(scenario()) == 0 and outbox.backlog() == 0 and journal.size() == 0

@@ -118,3 +118,30 @@ def test_a_live_owner_keeps_its_job_and_a_dead_one_loses_it_when_the_lease_lapse
     taken = ledger.claim(key, "job-c")
     assert taken.won and taken.entry.job_id == "job-c"
     assert not ledger.renew(key, "job-a")  # the old owner, if it wakes, stops renewing
+
+
+def test_a_step_whose_answer_was_lost_is_repeated_without_harm(tmp_path):
+    """A store that applied a write but dropped the reply: the caller tries again."""
+    clock = FixedClock(1_000_000)
+    ledger = ClaimLedger(SQLiteStateStore(tmp_path / "state.db", clock), clock, ttl_s=3600, job_lease_s=6)
+    key = ("default", "o-user", "78")
+    assert ledger.claim(key, "job-a").won and ledger.claim(key, "job-a").won  # still ours, not a retry
+    assert ledger.lookup(key).deliveries == 1
+    reply = Reply("<xml/>", parts=("一", "二"))
+    assert ledger.complete(key, "job-a", reply).state == "done"
+    assert ledger.complete(key, "job-a", reply).parts == ("一", "二")  # recorded already: the same entry
+    clock.advance(30)
+    assert ledger.push_unserved(key, "job-a") and not ledger.push_unserved(key, "job-a")  # one caller pushes
+
+
+def test_recovering_an_answered_job_keeps_its_id_and_only_one_recovery_wins(tmp_path):
+    clock = FixedClock(1_000_000)
+    ledger = ClaimLedger(SQLiteStateStore(tmp_path / "state.db", clock), clock, ttl_s=3600, job_lease_s=6)
+    key = ("default", "o-user", "79")
+    ledger.claim(key, "job-a")
+    ledger.complete(key, "job-a", Reply("<xml/>", parts=("一",)))
+    assert ledger.take_over(key, "recovery-1") is None  # its owner's lease is still running
+    clock.advance(7)
+    taken = ledger.take_over(key, "recovery-1")
+    assert taken.job_id == "job-a"  # the outbox item ids its owner used stay valid
+    assert ledger.take_over(key, "recovery-2") is None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functions.common.clock import Clock, SystemClock
 from functions.common.errors import WxAssistError
 
+SERVE_DETAILS_TIMEOUT_S = 10.0
 DEFAULT_DEADLINE_S = 110  # the pod's terminationGracePeriodSeconds (120) less a margin to exit
 
 
@@ -67,10 +68,17 @@ def serve_replicas_on(node_id: str) -> int:
     """Serve replicas of any application still on the node, in any state short of gone."""
     from ray.serve.context import _get_global_client  # the controller's details: where each replica runs
 
-    client = _get_global_client(raise_if_no_controller_running=False)
-    if client is None:  # Serve is not running: nothing of ours to drain
-        return 0
-    details = client.get_serve_details()
+    import ray
+
+    try:
+        client = _get_global_client(raise_if_no_controller_running=False)
+        if client is None:  # Serve is not running: nothing of ours to drain
+            return 0
+        details = ray.get(client._controller.get_serve_instance_details.remote(), timeout=SERVE_DETAILS_TIMEOUT_S)
+    except (ray.exceptions.RayError, ConnectionError) as exc:
+        # The head is going too (an upgrade, the cluster deleted): no replica can move, so
+        # waiting out the deadline would only hold the pod.
+        raise DrainRefused(f"Serve's controller does not answer: {type(exc).__name__}") from exc
     return sum(replica.get("node_id") == node_id
                for application in details.get("applications", {}).values()
                for deployment in application.get("deployments", {}).values()
