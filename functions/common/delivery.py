@@ -42,6 +42,10 @@ class DeliveryPolicy:
     tokens_per_s: float = 12.0  # generate's measured speed (2-core CPU demo: ≈12)
     min_new_tokens: int = 16
     overhead_s: float = 1.0  # prompt, retrieval and the hops around generation
+    # The last delivery stops this much earlier: a passive reply sent near the end of its
+    # window can reach WeChat after it hung up (proxy queues, the network), and no delivery
+    # comes after it to try again. An answer ready later goes by the overflow instead.
+    last_reply_margin_s: float = 1.0
 
     def is_last_delivery(self, deliveries_seen: int, first_seen_s: float, now_s: float) -> bool:
         """The last delivery, counted, or by the clock when earlier deliveries never reached us."""
@@ -220,6 +224,9 @@ class DeliveryCoordinator:
                      hung_up: asyncio.Event) -> Outcome:
         """After the claim: run the job if it is ours, then wait in this delivery's window."""
         entry = claim.entry
+        last = self._policy.is_last_delivery(entry.deliveries, entry.first_seen_s, arrived_s)
+        if last:  # a short window (tests) keeps three quarters of itself
+            window_end -= min(self._policy.last_reply_margin_s, self._policy.window_s / 4)
         if claim.won:
             # A fresh context: the job belongs to the message, not to this delivery. Ray Serve
             # cancels a request's downstream calls when its client disconnects, which WeChat
@@ -235,6 +242,8 @@ class DeliveryCoordinator:
             entry = await asyncio.to_thread(self._ledger.hand_off, message.dedupe_key) or entry
             if entry.state != "done":  # the job will hand its answer to the overflow
                 return await self._handed_off(message, entry)
+        if entry.state == "done" and last and time.monotonic() >= window_end:
+            return await self._push_late(message, entry)
         if entry.state == "done" and hung_up.is_set():
             # Nobody is listening: leave the reply unserved, so the next delivery serves it or,
             # after the last window, the job's fallback sends it the other way.
@@ -246,6 +255,15 @@ class DeliveryCoordinator:
         if entry.state == "pushed":  # handed off by an earlier delivery, which may not have got through
             return await self._handed_off(message, entry)
         return Outcome("not_yet", deliveries=entry.deliveries)
+
+    async def _push_late(self, message: InboundMessage, entry: LedgerEntry) -> Outcome:
+        """The last delivery found the answer with too little of its window left to trust a
+        passive reply to arrive: it goes by the overflow, as if no delivery had carried it."""
+        if await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, entry.job_id):
+            await self._with_retries(entry.job_id, "unserved", self._overflow(message.account).unserved, message,
+                                     entry.job_id, entry.parts)
+            await self._mark(message, entry.job_id, overflow_done=True)
+        return await self._handed_off(message, entry)
 
     async def _handed_off(self, message: InboundMessage, entry: LedgerEntry) -> Outcome:
         try:

@@ -373,3 +373,32 @@ def test_an_answer_already_handed_on_is_not_queued_again(parts):
         return await journalled(parts, None, journal).recover_orphans()
 
     assert asyncio.run(scenario()) == 0 and outbox.backlog() == 0 and journal.size() == 0
+
+
+def test_an_answer_ready_at_the_end_of_the_last_window_is_pushed_not_risked_passively(parts):
+    """Near the end of WeChat's last window a passive reply may arrive after WeChat hung up,
+    and nothing would follow it: the answer goes by the outbox instead, once."""
+    clock, store, ledger, outbox = parts
+    release = asyncio.Event()
+
+    async def answer(message, budget, deadline_s=None):
+        await release.wait()
+        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+    async def scenario():
+        pushed = PushOverflow(outbox, clock)
+        delivering = DeliveryCoordinator(ledger, lambda account: pushed, DeliveryPolicy(window_s=0.4), clock, answer,
+                                         max_new_tokens=64, poll_s=0.01)
+        first = await delivering.deliver(MESSAGE)
+        second = await delivering.deliver(MESSAGE)
+        last = asyncio.create_task(delivering.deliver(MESSAGE))
+        await asyncio.sleep(0.34)  # past the last window's margin (0.1 s of 0.4), inside the window
+        release.set()
+        outcome = await last
+        clock.advance(20)
+        await delivering.drain()
+        return first, second, outcome
+
+    first, second, outcome = asyncio.run(scenario())
+    assert (first.kind, second.kind, outcome.kind) == ("not_yet", "not_yet", "success")
+    assert outbox.backlog() == 1  # pushed once: the job's own fallback found it pushed already
