@@ -224,14 +224,23 @@ def test_a_store_restarting_during_the_claim_costs_no_deduplication(parts):
     assert first.kind == "passive" and again.kind == "passive" and again.deliveries == 2
 
 
+class Gated:
+    """An answerer that answers once ``release`` is set; ``asked`` lists what it was asked."""
+
+    def __init__(self):
+        self.release = asyncio.Event()
+        self.asked: list[str] = []
+
+    async def __call__(self, message, budget, deadline_s=None):
+        self.asked.append(message.msg_id)
+        await self.release.wait()
+        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+
+
 def test_a_store_failing_after_the_claim_asks_wechat_again_and_loses_nothing(parts):
     clock, store, ledger, outbox = parts
     flaky = FlakyLedger(ledger, lookup_failures=1)
-    release = asyncio.Event()
-
-    async def answer(message, budget, deadline_s=None):
-        await release.wait()
-        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+    answer = Gated()
 
     async def scenario():
         pushed = PushOverflow(outbox, clock)
@@ -239,7 +248,7 @@ def test_a_store_failing_after_the_claim_asks_wechat_again_and_loses_nothing(par
                                          max_new_tokens=64, poll_s=0.01)
         outcome = await delivering.deliver(MESSAGE)  # its first look at the ledger fails: no 500
         clock.advance(20)  # no delivery comes back for it
-        release.set()
+        answer.release.set()
         await delivering.drain()
         return outcome
 
@@ -250,13 +259,7 @@ def test_a_store_failing_after_the_claim_asks_wechat_again_and_loses_nothing(par
 
 def test_a_slow_job_renews_its_lease_so_a_retry_waits_for_it_instead_of_taking_over(parts):
     clock, _, ledger, outbox = parts
-    answered = []
-    release = asyncio.Event()
-
-    async def answer(message, budget, deadline_s=None):
-        answered.append(message.msg_id)
-        await release.wait()
-        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+    answer = Gated()
 
     async def scenario():
         pushed = PushOverflow(outbox, clock)
@@ -267,13 +270,13 @@ def test_a_slow_job_renews_its_lease_so_a_retry_waits_for_it_instead_of_taking_o
         await asyncio.sleep(0.1)  # its owner renews meanwhile
         retry = asyncio.create_task(delivering.deliver(MESSAGE))
         await asyncio.sleep(0.05)
-        release.set()
+        answer.release.set()
         again = await retry
         await delivering.drain()
         return first, again
 
     first, again = asyncio.run(scenario())
-    assert answered == ["42"] and first.kind == "not_yet" and again.deliveries == 2
+    assert answer.asked == ["42"] and first.kind == "not_yet" and again.deliveries == 2
 
 
 def journalled(parts, answer, journal):
@@ -317,11 +320,7 @@ def test_a_job_whose_owner_died_after_the_last_delivery_is_answered_by_another_r
 def test_a_live_owner_is_never_taken_over_and_its_journal_entry_closes_when_it_is_done(parts):
     clock, store, ledger, outbox = parts
     journal = JobJournal(store, clock, recheck_s=1)
-    release = asyncio.Event()
-
-    async def slow(message, budget, deadline_s=None):
-        await release.wait()
-        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+    slow = Gated()
 
     async def scenario():
         owner = journalled(parts, slow, journal)
@@ -329,7 +328,7 @@ def test_a_live_owner_is_never_taken_over_and_its_journal_entry_closes_when_it_i
         clock.advance(120)  # long past the claim's lease: but the owner renews it
         await asyncio.sleep(0.05)
         assert await journalled(parts, slow, journal).recover_orphans() == 0
-        release.set()
+        slow.release.set()
         await owner.drain()
 
     asyncio.run(scenario())
@@ -379,11 +378,7 @@ def test_an_answer_ready_at_the_end_of_the_last_window_is_pushed_not_risked_pass
     """Near the end of WeChat's last window a passive reply may arrive after WeChat hung up,
     and nothing would follow it: the answer goes by the outbox instead, once."""
     clock, store, ledger, outbox = parts
-    release = asyncio.Event()
-
-    async def answer(message, budget, deadline_s=None):
-        await release.wait()
-        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+    answer = Gated()
 
     async def scenario():
         pushed = PushOverflow(outbox, clock)
@@ -393,7 +388,7 @@ def test_an_answer_ready_at_the_end_of_the_last_window_is_pushed_not_risked_pass
         second = await delivering.deliver(MESSAGE)
         last = asyncio.create_task(delivering.deliver(MESSAGE))
         await asyncio.sleep(0.34)  # past the last window's margin (0.1 s of 0.4), inside the window
-        release.set()
+        answer.release.set()
         outcome = await last
         clock.advance(20)
         await delivering.drain()
