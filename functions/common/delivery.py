@@ -159,7 +159,7 @@ class DeliveryCoordinator:
         answer: Answerer,
         *,
         max_new_tokens: int,
-        poll_s: float = 0.1,
+        poll_s: float = 0.25,  # every waiting delivery reads the ledger this often: under a burst, the store's main load
         lease_renew_s: float = 2.0,
         journal: JobJournal | None = None,
         job_context: Callable[[], contextvars.Context] = contextvars.Context,
@@ -235,10 +235,12 @@ class DeliveryCoordinator:
             self._track(job)
             await asyncio.wait({job}, timeout=max(window_end - time.monotonic(), 0.0))
             entry = await self._lookup(message) or entry
-        while entry.state == "in_flight" and time.monotonic() < window_end and not hung_up.is_set():
-            await asyncio.sleep(self._poll_s)
+        while entry.state == "in_flight" and (left_s := window_end - time.monotonic()) > 0 and not hung_up.is_set():
+            await asyncio.sleep(min(self._poll_s, left_s))
             entry = await self._lookup(message) or entry
-        if entry.state == "in_flight" and self._policy.is_last_delivery(entry.deliveries, entry.first_seen_s, arrived_s):
+        # Whether this delivery is the last is its own arrival's count: a later delivery
+        # arriving meanwhile hands off for itself.
+        if entry.state == "in_flight" and last:
             entry = await asyncio.to_thread(self._ledger.hand_off, message.dedupe_key) or entry
             if entry.state != "done":  # the job will hand its answer to the overflow
                 return await self._handed_off(message, entry)
