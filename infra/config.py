@@ -4,8 +4,9 @@ message at ``pulumi preview``, not halfway through ``pulumi up``.
 
 Settings are the ``wxassist:<field>`` keys of the stack file, named exactly as the fields
 below (structured ones as YAML maps). Unknown keys are refused, so a typo cannot silently
-leave a default in place. Secrets (WeChat keys, the MinIO admin password) are not part of
-this model: they stay Pulumi secrets from ``read_stack_secrets`` to the Kubernetes Secret.
+leave a default in place. The WeChat keys are not stack config at all: they live in AWS
+Secrets Manager and reach the pods through External Secrets (``components/secrets.py``). The
+one Pulumi secret left is an on-prem MinIO's admin password, which only the MinIO provider uses.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from functions.generate.scaling.drain import DEFAULT_DEADLINE_S as WORKER_DRAIN_S
-from infra.instances import CACHE_NODE_USD_H, NodeType, node_type
+from infra.instances import NodeType, instance_table, node_type, region_prices
 from infra.serve_config import ServeConfig, load_serve_config
 
 NAMESPACE = "wxassist"  # Pulumi config namespace of every setting
@@ -37,17 +38,38 @@ class _Strict(BaseModel):
 
 
 class GpuNodes(_Strict):
-    instance_type: str = "g5.xlarge"  # 1x A10G 24 GB; sizes and prices: infra/instances.py
+    instance_type: str = "g5.xlarge"  # the price reference (cost table, simulator); sizes and prices: infra/instances.yaml
+    # Every type Karpenter may launch for a GPU worker (spot capacity comes from many pools, not
+    # one): instance_type plus these. Pods are sized to the smallest, so any of them fits one.
+    instance_types: list[str] = []
     on_demand_base: int = Field(default=0, ge=0)  # always-on on-demand nodes
-    spot_max: int = Field(default=4, ge=0)  # spot nodes on top, for bursts
+    spot_max: int = Field(default=4, ge=0)  # spot nodes on top, for bursts (on-demand stands in when spot runs out)
     min_nodes: int = Field(default=0, ge=0)  # 0: scale to zero when idle
-    disk_gb: int = Field(default=200, ge=50)  # image + model cache
+    disk_gb: int = Field(default=100, ge=50)  # root volume: the images; models are cached on the node's NVMe
+
+    @property
+    def candidates(self) -> list[str]:
+        return list(dict.fromkeys([self.instance_type, *self.instance_types]))
 
 
 class CpuNodes(_Strict):
     instance_type: str = "m6i.xlarge"
-    min_nodes: int = Field(default=1, ge=1)  # the Ray head and the system pods live here
-    max_nodes: int = Field(default=4, ge=1)
+    min_nodes: int = Field(default=1, ge=1)  # the system node group: Ray head, controllers, the first CPU worker
+    max_nodes: int = Field(default=4, ge=1)  # the rest come from Karpenter's CPU pool
+
+
+class ImageDigests(_Strict):
+    """What `make image` pushed to the stack's ECR repository: the RayService runs exactly these."""
+
+    cpu: str  # head and CPU workers: Ray's CPU image with wxassist
+    gpu: str  # generate's workers: Ray's CUDA image with wxassist and vLLM
+
+    @model_validator(mode="after")
+    def _digests(self) -> ImageDigests:
+        for name in ("cpu", "gpu"):
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", getattr(self, name)):
+                raise ValueError(f"image_digests.{name} must be a sha256:<64 hex> digest (`make image` prints it)")
+        return self
 
 
 class MinioStore(_Strict):
@@ -60,12 +82,17 @@ class MinioStore(_Strict):
 
 
 class Charts(_Strict):
-    """Pinned versions of what the cluster runs besides wxassist."""
+    """Pinned versions of what the cluster runs besides wxassist (checked current in 2026-09)."""
 
-    kuberay_operator: str = "1.4.2"
-    nvidia_device_plugin: str = "0.17.3"
-    cluster_autoscaler: str = "9.46.6"
+    kuberay_operator: str = "1.7.0"  # >= 1.5.1: group `labels`, autoscaler v2, the CRD the tests validate against
+    karpenter: str = "1.14.1"
+    aws_load_balancer_controller: str = "1.17.1"  # controller v2.17.1
+    external_secrets: str = "2.10.0"
+    nvidia_device_plugin: str = "0.19.0"
     otel_collector_image: str = "otel/opentelemetry-collector-contrib:0.128.0"
+    # Karpenter picks the newest EKS-optimised AL2023 AMI (the NVIDIA variant on GPU types);
+    # pin a release (al2023@v2026…) to roll nodes only when you choose.
+    node_ami_alias: str = "al2023@latest"
 
 
 class StackConfig(_Strict):
@@ -73,14 +100,20 @@ class StackConfig(_Strict):
     region: str = "ap-southeast-1"
     zones: int = Field(default=2, ge=2, le=6)  # EKS needs subnets in at least two zones
     vpc_cidr: str = "10.40.0.0/16"
-    kubernetes_version: str = "1.33"
+    kubernetes_version: str = "1.35"  # in standard support until 2027-03-27 (infra/instances.yaml)
     serve_config: str  # repo-relative, e.g. deploy/prod.yaml
-    image: str  # the wxassist image the Ray pods run (deploy/Dockerfile), pinned
+    # Unset on the first `pulumi up`: the stack creates the ECR repository, `make image` pushes
+    # to it and prints these, and the next `pulumi up` deploys the RayService.
+    image_digests: ImageDigests | None = None
     model: str  # name@version the generate replicas restore from the bucket
     kb_uri: str = ""  # a Milvus server for retrieve; empty: Milvus Lite inside each pod
-    wechat_appid: str  # the Official Account's AppID (WeCom: the corp id); its keys are secrets
+    wechat_appid: str  # the Official Account's AppID (WeCom: the corp id); its keys live in Secrets Manager
     wechat_kind: Literal["mp", "wecom"] = "mp"
     namespace: str = "wxassist"  # the Kubernetes namespace
+    # The callback: https://<callback_domain>/wechat/<account>, a name in the stack's Route 53
+    # zone dns_zone, with a certificate ACM issues for it (WeChat calls https on 443 only).
+    callback_domain: str
+    dns_zone: str
     gpu: GpuNodes = GpuNodes()
     cpu: CpuNodes = CpuNodes()
     object_store: Literal["s3", "minio"] = "s3"
@@ -92,7 +125,6 @@ class StackConfig(_Strict):
     redis_replicas: int = Field(default=0, ge=0, le=5)  # read replicas; >= 1 gives failover
     otel_backend_endpoint: str = ""  # OTLP/HTTP endpoint the collector exports to; empty: debug exporter
     api_cidrs: list[str] = ["0.0.0.0/0"]  # who may reach the Kubernetes API (it still needs IAM auth)
-    tls_certificate_arn: str = ""  # ACM certificate: the callback URL is https on 443; empty: http on 80
     charts: Charts = Charts()
 
     @model_validator(mode="after")
@@ -105,11 +137,23 @@ class StackConfig(_Strict):
             raise ValueError("prod needs redis_replicas >= 1: the outbox of unsent answers lives in Redis")
         if self.environment == "prod" and "@" not in self.model:
             raise ValueError("prod pins the model version (name@version): a push must not change what serves")
-        if self.gpu_node.gpus < 1:
-            raise ValueError(f"gpu.instance_type {self.gpu.instance_type} has no GPU")
+        prices = region_prices(self.region)  # refuses a region with no price table
+        for name in self.gpu.candidates:
+            node = node_type(name, "gpu.instance_types")
+            if node.gpus < 1:
+                raise ValueError(f"gpu.instance_types: {name} has no GPU")
+            if node.gpus != self.gpu_node.gpus:
+                raise ValueError(f"gpu.instance_types: {name} has {node.gpus} GPUs, {self.gpu.instance_type} "
+                                 f"{self.gpu_node.gpus}: a Ray GPU group needs one GPU count")
+            prices.node(name)
+        prices.node(self.cpu.instance_type)
         self.cpu_node  # noqa: B018 - refuses an unknown CPU instance type here, naming the setting
-        if self.redis_node_type not in CACHE_NODE_USD_H:
-            raise ValueError(f"redis_node_type: unknown {self.redis_node_type!r}; known: {', '.join(CACHE_NODE_USD_H)}")
+        if self.redis_node_type not in prices.cache_node_usd_h:
+            raise ValueError(f"redis_node_type: unknown {self.redis_node_type!r}; known: "
+                             f"{', '.join(prices.cache_node_usd_h)}")
+        if self.kubernetes_version not in instance_table().end_of_standard_support:
+            raise ValueError(f"kubernetes_version {self.kubernetes_version}: not in infra/instances.yaml's "
+                             "eks_versions (its support dates set what the control plane costs)")
         if self.cpu.min_nodes > self.cpu.max_nodes:
             raise ValueError("cpu.min_nodes is more than cpu.max_nodes")
         if self.gpu.min_nodes > self.gpu_node_max:
@@ -124,14 +168,22 @@ class StackConfig(_Strict):
                 raise ValueError(f"api_cidrs: {cidr!r} is not a network") from None
         if self.object_store == "minio" and self.minio is None:
             raise ValueError("object_store minio needs minio: {endpoint, kms_key}")
-        if not re.search(r"(:[\w.-]+|@sha256:[0-9a-f]{64})$", self.image.rsplit("/", 1)[-1]) \
-                or self.image.endswith(":latest"):
-            raise ValueError("image must be pinned by a tag other than latest, or by digest")
+        zone = self.dns_zone.rstrip(".")
+        if not self.callback_domain.endswith("." + zone) or not re.fullmatch(r"[a-z0-9.-]+", self.callback_domain):
+            raise ValueError(f"callback_domain {self.callback_domain!r} must be a name inside dns_zone {zone!r} "
+                             "(e.g. wx.example.com in example.com)")
         return self
 
     @property
     def gpu_node(self) -> NodeType:
+        """The price reference type (gpu.instance_type)."""
         return node_type(self.gpu.instance_type, "gpu.instance_type")
+
+    @property
+    def gpu_fit_node(self) -> NodeType:
+        """The smallest GPU type Karpenter may launch: pods and Ray's CPU count are sized to it."""
+        return min((node_type(name, "gpu.instance_types") for name in self.gpu.candidates),
+                   key=lambda node: (node.vcpus, node.memory_gib))
 
     @property
     def cpu_node(self) -> NodeType:
@@ -153,13 +205,17 @@ class StackConfig(_Strict):
 
     @property
     def highly_available(self) -> bool:
-        """prod: a NAT gateway per zone, Redis failover across zones, two collectors."""
+        """prod: a NAT gateway per zone, Redis failover across zones, two collectors and controllers."""
         return self.environment == "prod"
+
+    @property
+    def callback_url(self) -> str:
+        return f"https://{self.callback_domain}/wechat/default"
 
     def load_serve(self) -> ServeConfig:
         """The stack's Serve config, validated, and checked against the nodes: every GPU
-        replica must fit on one node, the node groups must hold every GPU and CPU at peak, and
-        a stopping replica must finish its answers inside a worker's drain on a spot notice."""
+        replica must fit on the smallest GPU node, the node pools must hold every GPU and CPU at
+        peak, and a stopping replica must finish its answers inside a worker's drain on a spot notice."""
         serve = load_serve_config(self.serve_config)
         for name, graceful_s in serve.graceful_shutdown_s.items():
             if graceful_s >= WORKER_DRAIN_S:
@@ -167,19 +223,19 @@ class StackConfig(_Strict):
                     f"{self.serve_config}: a stopping {name} replica may take {graceful_s:g} s "
                     f"(graceful_shutdown_timeout_s) to finish its answers, but a worker drains in {WORKER_DRAIN_S:g} s "
                     "on a spot interruption notice: its answers would be cut off")
-        node = self.gpu_node
+        node = self.gpu_fit_node
         for name, gpus in serve.gpus_per_replica.items():
             cpus = serve.cpus_per_replica.get(name, 1.0)
             if gpus > node.gpus or cpus > node.ray_cpus:
                 raise StackConfigError(
                     f"{self.serve_config}: a {name} replica asks for {gpus:g} GPU and {cpus:g} CPU, "
-                    f"but a {self.gpu.instance_type} node offers {node.gpus} GPU and {node.ray_cpus} CPU to Ray "
+                    f"but a {node.name} node offers {node.gpus} GPU and {node.ray_cpus} CPU to Ray "
                     "(one vCPU stays with Kubernetes)")
         cpu_capacity = self.cpu.max_nodes * self.cpu_node.ray_cpus
         if serve.peak_cpus_without_gpu() > cpu_capacity:
             raise StackConfigError(
                 f"{self.serve_config} asks for {serve.peak_cpus_without_gpu():g} CPUs at peak outside the GPU "
-                f"replicas, but the CPU node group holds at most {cpu_capacity} for Ray")
+                f"replicas, but the CPU nodes hold at most {cpu_capacity} for Ray")
         capacity = self.gpu_node_max * node.gpus
         if serve.peak_gpus() > capacity:
             raise StackConfigError(
@@ -233,7 +289,9 @@ def parse_stack_config(values: dict) -> StackConfig:
         raise StackConfigError(f"{NAMESPACE}:{where}: {first['msg']}") from None
 
 
-SECRET_KEYS = ("wechat_token", "wechat_aes_key", "wechat_secret", "minio_password")
+SECRET_KEYS = ("minio_password",)
+# Once Pulumi secrets copied into a Kubernetes Secret; refused now, saying where they went.
+RETIRED_SECRET_KEYS = ("wechat_token", "wechat_aes_key", "wechat_secret")
 
 
 def stack_values(config: dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +302,10 @@ def stack_values(config: dict[str, Any]) -> dict[str, Any]:
         namespace, _, name = key.partition(":")
         if namespace != NAMESPACE or name in SECRET_KEYS:
             continue
+        if name in RETIRED_SECRET_KEYS:
+            raise StackConfigError(
+                f"{NAMESPACE}:{name}: the WeChat keys are not stack config: put them in the stack's Secrets "
+                "Manager secret (docs/deployment.md, `wechat_secret` output) and remove this key")
         # Pulumi hands maps and lists over as JSON text; scalars stay text for pydantic to
         # read by field ("1.33" must stay a version string, "2" becomes a count).
         if isinstance(raw, str) and raw[:1] in ("{", "["):
@@ -257,21 +319,15 @@ def stack_values(config: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class StackSecrets:
-    """Pulumi secrets from the stack file (``pulumi config set --secret``); they reach the
-    pods only through a Kubernetes Secret and never appear in outputs or logs."""
+    """Pulumi secrets from the stack file (``pulumi config set --secret``): only what a provider
+    needs at ``pulumi up``; nothing here reaches a pod."""
 
-    wechat_token: pulumi.Output[str]
-    wechat_aes_key: pulumi.Output[str]
-    wechat_secret: pulumi.Output[str]
     minio_password: pulumi.Output[str] | None  # only for object_store: minio
 
 
 def read_stack_secrets(config: StackConfig) -> StackSecrets:
     settings = pulumi.Config(NAMESPACE)
     return StackSecrets(
-        wechat_token=settings.require_secret("wechat_token"),
-        wechat_aes_key=settings.require_secret("wechat_aes_key"),
-        wechat_secret=settings.require_secret("wechat_secret"),
         minio_password=settings.require_secret("minio_password") if config.object_store == "minio" else None,
     )
 

@@ -1,6 +1,11 @@
-"""One stack, wired: network, cluster, node groups, add-ons, model bucket, Redis, tracing,
-the replicas' identity and the RayService. Every knob comes from ``StackConfig``; every AWS
-resource goes through one provider that tags it with the stack and project."""
+"""One stack, wired: network, cluster, system nodes, Karpenter's pools, add-ons, the image
+registry, model bucket, Redis, secrets, tracing, the replicas' identity, the RayService and
+the callback endpoint. Every knob comes from ``StackConfig``; every AWS resource goes through
+one provider that tags it with the stack and project.
+
+The first ``pulumi up`` on a fresh account has no images to run yet: it builds everything but
+the RayService, and its outputs say what to do next (``make image``, then set
+``wxassist:image_digests``, then ``pulumi up`` again). docs/deployment.md walks through it."""
 
 from __future__ import annotations
 
@@ -10,17 +15,23 @@ import pulumi_kubernetes as k8s
 
 from infra.components.addons import AddonsArgs, ClusterAddons
 from infra.components.bucket import BucketArgs, MinioBucketArgs, MinioModelBucket, S3ModelBucket
+from infra.components.callback import CallbackArgs, CallbackEndpoint
 from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.identity import ReplicaIdentity, ReplicaIdentityArgs
+from infra.components.images import ImageRepository, ImageRepositoryArgs
+from infra.components.karpenter import Karpenter, KarpenterArgs
 from infra.components.network import Network, NetworkArgs
 from infra.components.node_groups import NodeGroups, NodeGroupsArgs
-from infra.components.ray_service import WxassistService, WxassistServiceArgs
+from infra.components.ray_service import RAY_SERVICE, WXA_HOME, Images, WxassistService, WxassistServiceArgs
+from infra.components.secrets import REDIS_PASSWORD_KEY, ServiceSecrets, ServiceSecretsArgs
 from infra.components.state_store import RedisStateStore, StateStoreArgs
 from infra.components.tracing import CollectorArgs, TracingCollector
-from infra.components.ray_service import WXA_HOME
 from infra.config import Naming, StackConfig, StackSecrets, read_stack_config, read_stack_secrets
 
 SERVICE_ACCOUNT = "wxassist"
+# The namespace label that makes the load balancer controller gate a pod's readiness on its
+# ALB target being healthy.
+READINESS_GATE_LABEL = {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}
 
 
 def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> dict[str, pulumi.Input]:
@@ -37,17 +48,27 @@ def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> d
                                              config.region, config.api_cidrs), opts=on_aws)
     nodes = NodeGroups("nodes", NodeGroupsArgs(naming, config, cluster.name, network.private_subnet_ids), opts=on_aws)
     on_cluster = pulumi.ResourceOptions(providers={"aws": aws_provider, "kubernetes": cluster.provider})
-    # Helm waits for its pods: the charts go in once there are nodes to run them.
-    addons = ClusterAddons("addons", AddonsArgs(naming, config.charts, cluster.name, config.region, cluster.issuer),
-                           opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=nodes.groups)))
-    namespace = k8s.core.v1.Namespace("namespace", metadata={"name": config.namespace, "labels": naming.labels},
-                                      opts=pulumi.ResourceOptions(provider=cluster.provider))
+    after_nodes = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=nodes.groups))
+    # Helm waits for its pods: the charts go in once the system nodes can run them.
+    karpenter = Karpenter("karpenter", KarpenterArgs(
+        naming, config, cluster.name, cluster.endpoint, cluster.issuer, nodes.role, network.private_subnet_ids,
+        cluster.security_group_id), opts=after_nodes)
+    addons = ClusterAddons("addons", AddonsArgs(naming, config.charts, cluster.name, config.region, network.vpc_id,
+                                                cluster.issuer, config.highly_available), opts=after_nodes)
+    namespace = k8s.core.v1.Namespace(
+        "namespace", metadata={"name": config.namespace, "labels": {**naming.labels, **READINESS_GATE_LABEL}},
+        opts=pulumi.ResourceOptions(provider=cluster.provider))
     in_namespace = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
 
+    images = ImageRepository("images", ImageRepositoryArgs(naming, config.image_digests), opts=on_aws)
     bucket_args = dict(naming=naming, noncurrent_version_days=config.noncurrent_version_days,
                        abort_multipart_days=config.abort_multipart_days)
     env: dict[str, pulumi.Input[str]] = {"WXA_MODEL": config.model}
-    secret_env: dict[str, pulumi.Input[str]] = {}
+    state = RedisStateStore("state", StateStoreArgs(
+        naming, network.vpc_id, network.private_subnet_ids, cluster.security_group_id, config.redis_node_type,
+        config.redis_replicas, snapshot_days=7 if config.highly_available else 1), opts=on_aws)
+    generated: dict[str, dict[str, pulumi.Input[str]]] = {
+        "state": {"WXA_STATE_URI": state.state_uri, REDIS_PASSWORD_KEY: state.auth_token}}
     if config.object_store == "s3":
         bucket = S3ModelBucket("models", BucketArgs(**bucket_args), opts=on_aws)
         bucket_arn = bucket.bucket_arn
@@ -58,16 +79,21 @@ def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> d
                                                             admin_password=secrets.minio_password))
         bucket_arn = None
         env.update(WXA_MODEL_STORE=bucket.store_uri, WXA_S3_ENDPOINT=bucket.endpoint_url)
-        secret_env.update(WXA_S3_ACCESS_KEY=bucket.reader_access_key, WXA_S3_SECRET_KEY=bucket.reader_secret_key)
+        generated["model-store"] = {"WXA_S3_ACCESS_KEY": bucket.reader_access_key,
+                                    "WXA_S3_SECRET_KEY": bucket.reader_secret_key}
 
-    state = RedisStateStore("state", StateStoreArgs(
-        naming, network.vpc_id, network.private_subnet_ids, cluster.security_group_id, config.redis_node_type,
-        config.redis_replicas, snapshot_days=7 if config.highly_available else 1), opts=on_aws)
+    service_secrets = ServiceSecrets("secrets", ServiceSecretsArgs(
+        naming, config.namespace, config.region, cluster.issuer, generated),
+        opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[addons.external_secrets])))
     tracing = TracingCollector("tracing", CollectorArgs(
         naming, config.namespace, config.charts.otel_collector_image, config.otel_backend_endpoint,
         replicas=2 if config.highly_available else 1), opts=in_namespace)
     identity = ReplicaIdentity("replicas", ReplicaIdentityArgs(
         naming, cluster.issuer, config.namespace, SERVICE_ACCOUNT, bucket_arn), opts=in_namespace)
+    callback = CallbackEndpoint("callback", CallbackArgs(
+        naming, config.namespace, config.callback_domain, config.dns_zone, RAY_SERVICE, port_name="serve"),
+        opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(
+            depends_on=[addons.load_balancer_controller])))
 
     # Real accounts only: every process refuses development credentials, the emulator or
     # MinIO's default keys (functions/common/settings.py, production_problems).
@@ -76,23 +102,34 @@ def build_stack(config: StackConfig, secrets: StackSecrets, naming: Naming) -> d
                WXA_WECHAT_APPID=config.wechat_appid, WXA_WECHAT_KIND=config.wechat_kind)
     if config.kb_uri:
         env["WXA_KB_URI"] = config.kb_uri
-    secret_env.update(WXA_STATE_URI=state.state_uri, WXA_WECHAT_TOKEN=secrets.wechat_token,
-                      WXA_WECHAT_AES_KEY=secrets.wechat_aes_key, WXA_WECHAT_SECRET=secrets.wechat_secret)
-    service = WxassistService("wxassist", WxassistServiceArgs(
-        naming, config, serve, ray.__version__, identity.service_account_name, env, secret_env),
-        opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[addons.kuberay])))
 
-    return {
+    outputs: dict[str, pulumi.Input] = {
         "cluster_name": cluster.name,
         "kubeconfig": cluster.kubeconfig,  # secret
+        "image_repository": images.repository_url,
         "model_store": bucket.store_uri,
         "model_bucket": bucket.bucket_name,
-        "ray_service": service.name,
-        "callback_service": f"{config.namespace}/{service.callback_service}",
-        "callback_url": service.callback_host.apply(
-            lambda host: f"{'https' if config.tls_certificate_arn else 'http'}://{host}/wechat/default"),
+        "wechat_secret": service_secrets.wechat_secret_name,
+        # What the WeChat admin page asks for: the server URL, and the IP whitelist our
+        # customer-service calls come from.
+        "callback_url": callback.url,
+        "egress_ips": network.egress_ips,
+        "load_balancer": callback.hostname,
         "otlp_endpoint": tracing.endpoint,
     }
+    if images.cpu_image is None or images.gpu_image is None:
+        pulumi.log.warn("wxassist:image_digests is not set: the RayService waits for `make image` "
+                        "(docs/deployment.md, step 3)")
+        outputs["next_step"] = "make image STACK=<stack>, set wxassist:image_digests, pulumi up"
+        return outputs
+
+    service = WxassistService("wxassist", WxassistServiceArgs(
+        naming, config, serve, ray.__version__, identity.service_account_name, env,
+        Images(cpu=images.cpu_image, gpu=images.gpu_image), state.gcs_address),
+        opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(
+            depends_on=[addons.kuberay, service_secrets.external_secret, *karpenter.node_pools])))
+    outputs["ray_service"] = service.name
+    return outputs
 
 
 def program(naming: Naming) -> dict[str, pulumi.Input]:

@@ -36,6 +36,7 @@ def kubeconfig(name: str, endpoint: str, authority: str, region: str) -> str:
 
 class Cluster(pulumi.ComponentResource):
     name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
     security_group_id: pulumi.Output[str]  # EKS's cluster security group: on every managed node
     issuer: OidcIssuer
     kubeconfig: pulumi.Output[str]
@@ -62,6 +63,7 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-oidc", url=issuer_url, client_id_lists=["sts.amazonaws.com"], tags=args.naming.tags, opts=child)
 
         self.name = cluster.name
+        self.endpoint = cluster.endpoint
         self.security_group_id = cluster.vpc_config.cluster_security_group_id
         self.issuer = OidcIssuer(provider_arn=oidc.arn, url=issuer_url)
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(

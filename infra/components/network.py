@@ -1,5 +1,7 @@
 """The VPC: nodes, Redis and the Ray pods live in private subnets; public subnets hold only
-the NAT gateways and the load balancer WeChat calls."""
+the NAT gateways and the load balancer WeChat calls. Everything the pods send to the internet
+(WeChat's customer-service API above all) leaves through the NAT gateways' elastic IPs: those
+are the addresses to put on the Official Account's IP whitelist (``egress_ips``)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     public_subnet_ids: list[pulumi.Output[str]]
     private_subnet_ids: list[pulumi.Output[str]]
+    egress_ips: list[pulumi.Output[str]]  # the NAT gateways' public addresses
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("wxassist:infra:Network", name, None, opts)
@@ -42,6 +45,7 @@ class Network(pulumi.ComponentResource):
         self.public_subnet_ids, self.private_subnet_ids = [], []
         private_route_tables: list[pulumi.Output[str]] = []
         nat_ids: list[pulumi.Output[str]] = []
+        self.egress_ips = []
         for index in range(args.zones):
             zone = zones.names[index]
             public = aws.ec2.Subnet(
@@ -56,6 +60,7 @@ class Network(pulumi.ComponentResource):
                 nat = aws.ec2.NatGateway(f"{name}-nat-{index}", subnet_id=public.id, allocation_id=address.id,
                                          tags=tags, opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]))
                 nat_ids.append(nat.id)
+                self.egress_ips.append(address.public_ip)
 
             private = aws.ec2.Subnet(
                 f"{name}-private-{index}", vpc_id=vpc.id, cidr_block=private_cidrs[index], availability_zone=zone,
@@ -77,4 +82,5 @@ class Network(pulumi.ComponentResource):
 
         self.vpc_id = vpc.id
         self.register_outputs({"vpc_id": vpc.id, "public_subnet_ids": self.public_subnet_ids,
-                               "private_subnet_ids": self.private_subnet_ids})
+                               "private_subnet_ids": self.private_subnet_ids,
+                               "egress_ips": self.egress_ips})

@@ -1,5 +1,6 @@
-"""Redis for the ledger, outbox, memory and limits (``WXA_STATE_URI``): reachable only from
-the cluster's nodes, password-protected, TLS in transit, encrypted at rest."""
+"""Redis for the ledger, outbox, memory and limits (``WXA_STATE_URI``), and for Ray's GCS
+fault tolerance (under the Ray cluster's own key prefix): reachable only from the cluster's
+nodes, password-protected, TLS in transit, encrypted at rest."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ def state_uri(token: str, host: str) -> str:
 
 class RedisStateStore(pulumi.ComponentResource):
     state_uri: pulumi.Output[str]  # secret: it carries the auth token
+    auth_token: pulumi.Output[str]  # secret
+    gcs_address: pulumi.Output[str]  # rediss://host:port for Ray's GCS fault tolerance (no credentials)
 
     def __init__(self, name: str, args: StateStoreArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("wxassist:infra:RedisStateStore", name, None, opts)
@@ -55,4 +58,6 @@ class RedisStateStore(pulumi.ComponentResource):
             tags=args.naming.tags, opts=child)
         self.state_uri = pulumi.Output.secret(pulumi.Output.all(token.result, group.primary_endpoint_address).apply(
             lambda values: state_uri(values[0], values[1])))
+        self.auth_token = pulumi.Output.secret(token.result)
+        self.gcs_address = group.primary_endpoint_address.apply(lambda host: f"rediss://{host}:{REDIS_PORT}")
         self.register_outputs({"endpoint": group.primary_endpoint_address})

@@ -4,6 +4,7 @@ can assert policy on what ``pulumi up`` would ask the providers for."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -13,9 +14,15 @@ from infra.config import NAMESPACE, Naming, stack_file_config
 from infra.stack import program
 
 ACCOUNT_ID = "123456789012"
-# Recognisable test secrets: they must reach the Kubernetes Secret and nothing else.
-TEST_SECRETS = {"wechat_token": "tok-SECRET-7f3a", "wechat_aes_key": "aes-SECRET-" + "k" * 32,
-                "wechat_secret": "app-SECRET-91c2", "minio_password": "minio-SECRET-55e0"}
+# A recognisable test secret: it must reach the MinIO provider and nothing else.
+TEST_SECRETS = {"minio_password": "minio-SECRET-55e0"}
+# What `make image` would have printed: a stack with these runs the RayService.
+TEST_DIGESTS = {"cpu": "sha256:" + "c" * 64, "gpu": "sha256:" + "9" * 64}
+
+
+def aws_id(prefix: str, name: str) -> str:
+    """An id shaped like AWS's (``subnet-0a1b…``): CRD schemas check the shape."""
+    return f"{prefix}-0{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
 @dataclass
@@ -52,6 +59,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
         resource_id = f"{args.name}-id"
+        if args.typ == "aws:ec2/subnet:Subnet":
+            resource_id = aws_id("subnet", args.name)
+        elif args.typ == "aws:ec2/securityGroup:SecurityGroup":
+            resource_id = aws_id("sg", args.name)
         service = args.typ.split(":")[1].split("/")[0] if args.typ.startswith("aws:") else ""
         state.setdefault("arn", f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{args.name}")
         if args.typ == "aws:s3/bucket:Bucket":
@@ -70,8 +81,22 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["primaryEndpointAddress"] = f"master.{args.name}.cache.amazonaws.com"
         elif args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = "r" * int(state.get("length", 16))
-        elif args.typ == "kubernetes:core/v1:Service" and state.get("spec", {}).get("type") == "LoadBalancer":
-            state["status"] = {"loadBalancer": {"ingress": [{"hostname": "wx-test.elb.amazonaws.com"}]}}
+        elif args.typ == "kubernetes:networking.k8s.io/v1:Ingress":
+            state["status"] = {"loadBalancer": {"ingress": [{"hostname": "k8s-wx-test.elb.amazonaws.com"}]}}
+        elif args.typ == "aws:ec2/eip:Eip":
+            state["publicIp"] = f"203.0.113.{10 + len(self.run.of_type(args.typ))}"
+        elif args.typ == "aws:acm/certificate:Certificate":
+            state["domainValidationOptions"] = [{
+                "domainName": state["domainName"], "resourceRecordName": f"_x.{state['domainName']}.",
+                "resourceRecordType": "CNAME", "resourceRecordValue": "_y.acm-validations.aws."}]
+        elif args.typ == "aws:acm/certificateValidation:CertificateValidation":
+            state["certificateArn"] = state["certificateArn"]
+        elif args.typ == "aws:route53/record:Record":
+            state["fqdn"] = state["name"]
+        elif args.typ == "aws:ecr/repository:Repository":
+            state["repositoryUrl"] = f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/{state['name']}"
+        elif args.typ == "aws:sqs/queue:Queue":
+            state.update(name=args.name, url=f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{args.name}")
         elif args.typ == "minio:index/s3Bucket:S3Bucket":
             state["bucket"] = state.get("bucket") or f"{state.get('bucketPrefix', '')}test"
         self.run.resources.append(Recorded(args.typ, args.name, dict(args.inputs), resource_id))
@@ -80,13 +105,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs):
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             return {"names": [f"{self.region}{zone}" for zone in "abc"], "zoneIds": ["z1", "z2", "z3"]}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/test", "userId": "T"}
+        if args.token == "aws:route53/getZone:getZone":
+            return {"zoneId": "Z0TESTZONE", "name": args.args["name"]}
         raise AssertionError(f"the program made an unexpected call: {args.token}")
 
 
-def run_stack(stack: str, overrides: dict | None = None) -> StackRun:
+def run_stack(stack: str, overrides: dict | None = None, *, images: bool = True) -> StackRun:
     """The program for Pulumi.<stack>.yaml (plus ``overrides``, ``{"wxassist:key": value}``),
-    with TEST_SECRETS as its secrets."""
+    with TEST_SECRETS as its secrets; ``images``: as after `make image` (TEST_DIGESTS set),
+    else as on the first `pulumi up`."""
     config = stack_file_config(stack)
+    if images:
+        config[f"{NAMESPACE}:image_digests"] = json.dumps(TEST_DIGESTS)
     for key, value in (overrides or {}).items():
         config[key] = value if isinstance(value, str) else json.dumps(value)
     config.update({f"{NAMESPACE}:{key}": value for key, value in TEST_SECRETS.items()})

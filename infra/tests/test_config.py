@@ -37,10 +37,12 @@ def test_an_invalid_serve_config_is_refused_with_where(tmp_path, monkeypatch):
 
 
 def test_stack_files_are_read_as_pulumi_hands_them_over():
-    assert DEV["gpu"] == {"instance_type": "g6.xlarge", "on_demand_base": 0, "spot_max": 2, "min_nodes": 0}
-    assert DEV["wechat_appid"].startswith("wx") and "wechat_token" not in DEV  # secrets are read apart
+    assert DEV["gpu"] == {"instance_type": "g6.xlarge", "instance_types": ["g6.xlarge", "g5.xlarge", "g6.2xlarge",
+                                                                           "g5.2xlarge"],
+                          "on_demand_base": 0, "spot_max": 2, "min_nodes": 0}
+    assert DEV["wechat_appid"].startswith("wx") and "wechat_token" not in DEV  # the keys live in Secrets Manager
     prod = parse_stack_config(PROD)
-    assert prod.zones == 3 and prod.kubernetes_version == "1.33"  # "3" counts; "1.33" stays a version
+    assert prod.zones == 3 and prod.kubernetes_version == "1.35"  # "3" counts; "1.35" stays a version
     with pytest.raises(StackConfigError, match="wxassist:gpu: not valid structured config"):
         stack_values({"wxassist:gpu": "{instance_type: g5"})
 
@@ -51,6 +53,7 @@ def test_dev_and_prod_stacks_as_shipped_pass_every_guardrail():
 
 
 GPU_PROD = {"instance_type": "g5.2xlarge", "on_demand_base": 2, "spot_max": 6, "min_nodes": 2}
+DIGEST = "sha256:" + "a" * 64
 
 
 @pytest.mark.parametrize(("change", "complaint"), [
@@ -64,8 +67,13 @@ GPU_PROD = {"instance_type": "g5.2xlarge", "on_demand_base": 2, "spot_max": 6, "
     ({**PROD, "vpc_cidr": "10.0.0.0/26"}, "vpc_cidr 10.0.0.0/26 is too small for 3 zones"),
     ({**DEV, "wechat_kind": "weibo"}, "wxassist:wechat_kind"),
     ({**DEV, "environment": "staging"}, "wxassist:environment"),
-    ({**DEV, "image": "registry.example.com/wxassist:latest"}, "image must be pinned"),
-    ({**DEV, "image": "registry.example.com/wxassist"}, "image must be pinned"),
+    ({**DEV, "image_digests": {"cpu": "latest", "gpu": DIGEST}}, "image_digests.cpu must be a sha256"),
+    ({**DEV, "image": "registry.example.com/wxassist:0.1.0"}, "wxassist:image: Extra inputs"),  # ECR by digest now
+    ({**DEV, "tls_certificate_arn": "arn:aws:acm:x"}, "wxassist:tls_certificate_arn: Extra inputs"),  # the stack's own
+    ({**DEV, "callback_domain": "wx.example.org"}, "must be a name inside dns_zone 'example.com'"),
+    ({**DEV, "kubernetes_version": "1.29"}, "kubernetes_version 1.29: not in infra/instances.yaml"),
+    ({**DEV, "region": "eu-west-1"}, "no prices for 'eu-west-1'"),
+    ({**DEV, "gpu": {**DEV["gpu"], "instance_types": ["g5.xlarge", "m6i.xlarge"]}}, "m6i.xlarge has no GPU"),
     ({**DEV, "object_store": "minio"}, "needs minio"),
     ({**DEV, "gpu": {"instance_type": "m6i.xlarge"}}, "has no GPU"),
     ({**DEV, "gpu": {"instance_type": "p9.huge"}}, "unknown instance type 'p9.huge'"),
@@ -76,6 +84,18 @@ GPU_PROD = {"instance_type": "g5.2xlarge", "on_demand_base": 2, "spot_max": 6, "
 def test_unsafe_or_mistyped_stacks_are_refused_naming_the_setting(change, complaint):
     with pytest.raises(StackConfigError, match=complaint):
         parse_stack_config(change)
+
+
+def test_wechat_keys_in_stack_config_are_refused_naming_where_they_go():
+    with pytest.raises(StackConfigError, match="wechat_token: the WeChat keys are not stack config.*Secrets Manager"):
+        stack_values({**stack_file_config("dev"), "wxassist:wechat_token": "x"})
+
+
+def test_pods_are_sized_to_the_smallest_gpu_type_karpenter_may_launch():
+    stack = parse_stack_config({**PROD, "gpu": {**GPU_PROD, "instance_types": ["g5.4xlarge", "g5.xlarge"]}})
+    assert stack.gpu_fit_node.name == "g5.xlarge"
+    with pytest.raises(StackConfigError, match="generate replica asks for 1 GPU and 4 CPU.*g5.xlarge"):
+        stack.load_serve()
 
 
 def test_gpu_nodes_too_few_for_the_serve_config_are_refused():
@@ -93,7 +113,7 @@ def test_a_gpu_node_too_small_for_one_replica_is_refused():
 
 def test_cpu_nodes_too_few_for_the_serve_config_are_refused():
     stack = parse_stack_config({**PROD, "cpu": {"instance_type": "m6i.large", "min_nodes": 1, "max_nodes": 2}})
-    with pytest.raises(StackConfigError, match="asks for 21 CPUs at peak outside the GPU replicas"):
+    with pytest.raises(StackConfigError, match="asks for 21 CPUs at peak outside the GPU replicas.*CPU nodes"):
         stack.load_serve()
 
 
