@@ -9,7 +9,7 @@ MODEL_STAMP := .wxassist/models/smollm2-135m-instruct/model.safetensors
 INFRA_VENV := infra/.venv
 INFRA_STAMP := $(INFRA_VENV)/.setup-stamp
 
-.PHONY: setup run test clean redis-server infra-venv fuzz
+.PHONY: setup run test clean redis-server infra-venv fuzz image
 
 setup: $(STAMP) $(MODEL_STAMP)
 
@@ -52,6 +52,12 @@ fuzz: setup
 	mkdir -p .wxassist/fuzz-crashes
 	$(BIN)/python tests/fuzz/callback_fuzz.py .wxassist/fuzz-corpus -max_total_time=$(FUZZ_SECONDS) -timeout=2 \
 		-rss_limit_mb=2048 -artifact_prefix=.wxassist/fuzz-crashes/ -print_final_stats=1
+
+# The two images the RayService runs (deploy/Dockerfile: cpu, gpu), pushed to the stack's ECR
+# repository; prints the digests to set as wxassist:image_digests (docs/deployment.md).
+STACK ?= dev
+image:
+	deploy/push-images.sh $(STACK)
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) .wxassist
