@@ -72,3 +72,9 @@ def test_the_table_has_a_row_per_stack_and_region():
     assert len(rows) == 2 * len(instance_table().regions)
     assert "| dev | ap-southeast-1 (stack) |" in table and "| prod | us-east-1 |" in table
     assert "1.35, standard $0.10/h" in table
+
+
+def test_the_deployment_guide_shows_the_computed_table():
+    guide = (REPO_DIR / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert "python -m infra.costs" in guide and "On 2026-09-01:" in guide
+    assert cost_table(shipped_stacks(), on=ON) in guide
