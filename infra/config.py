@@ -82,7 +82,8 @@ class MinioStore(_Strict):
 
 
 class Charts(_Strict):
-    """Pinned versions of what the cluster runs besides wxassist (checked current in 2026-09)."""
+    """Pinned versions of what the cluster runs besides wxassist: the charts were the newest
+    releases found in 2026-09; the collector image was not re-checked."""
 
     kuberay_operator: str = "1.7.0"  # >= 1.5.1: group `labels`, autoscaler v2, the CRD the tests validate against
     karpenter: str = "1.14.1"
