@@ -1,8 +1,9 @@
 """The policies the simulator compares, each behind the same small interface.
 
-- ``static``: peak provisioning, ``max_replicas`` all the time.
+- ``static``: a fixed count all the time: ``max_replicas`` (peak provisioning), or the fewest
+  that meet the deadline on a trace (``compare.static_needed`` searches for it).
 - ``ray_default``: Ray Serve's own default policy (``replica_queue_length_autoscaling_policy``)
-  with the deployment's autoscaling config.
+  with the deployment's autoscaling config (``compare.ray_tuned``: at another target).
 - ``qps_target``: a request-rate target per replica, as SkyServe scales: the rate over the
   last minute over a per-replica QPS target, with SkyServe's default up/down delays.
 - ``deadline_aware``: ours (``policy.DeadlineAwarePolicy``).

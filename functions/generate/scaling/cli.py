@@ -9,6 +9,7 @@ from pathlib import Path
 from functions.generate.scaling.drain import DEFAULT_DEADLINE_S
 
 REPO_DIR = Path(__file__).resolve().parents[3]
+DEFAULT_STACK = REPO_DIR / "infra" / "Pulumi.prod.yaml"
 DEFAULT_DEPLOY = REPO_DIR / "deploy" / "prod.yaml"
 
 
@@ -24,53 +25,155 @@ def seconds(minimum: float):
 def register_simulate_command(commands) -> None:
     parser = commands.add_parser(
         "simulate-scaling",
-        help="replay a message trace through generate's replicas under each autoscaling policy: cost and deadlines")
+        help="replay a message trace through generate's replicas under each autoscaling policy: cost and deadlines, "
+             "tuned on some seeds and reported on others")
     parser.add_argument("--trace", default="campaign", help="campaign, daily, or a CSV file (first column: arrival time)")
-    parser.add_argument("--seed", type=int, default=0, help="arrivals, answer lengths and preemptions (default 0)")
-    parser.add_argument("--config", default=str(DEFAULT_DEPLOY), help="deploy file whose generate autoscaling is used")
-    parser.add_argument("--startup-s", type=seconds(minimum=0.0), help="replica start-up time (default: the policy's startup_s)")
-    parser.add_argument("--service-s", type=seconds(minimum=0.001), help="mean answer time at a full batch (default: the policy's)")
-    parser.add_argument("--on-demand-base", type=int, default=1, help="replicas on on-demand nodes; the rest on spot")
+    parser.add_argument("--seeds", default="5-14",
+                        help="reported seeds, held out from tuning: A-B, A or A,B,C (default 5-14); a seed draws "
+                             "a shipped trace's arrivals, answer lengths and preemptions")
+    parser.add_argument("--tune-seeds", default="0-4",
+                        help="seeds every tuned setting is chosen on, never reported (default 0-4)")
+    parser.add_argument("--stack", default=str(DEFAULT_STACK),
+                        help="Pulumi stack file: GPU instance type, region, on-demand base (default infra/Pulumi.prod.yaml)")
+    parser.add_argument("--instances", help="instance table with the prices (default: instances.yaml beside --stack)")
+    parser.add_argument("--config", help="deploy file whose generate autoscaling is used (default: the stack's serve_config)")
+    parser.add_argument("--startup-s", type=seconds(minimum=0.0),
+                        help="the cluster's real replica start-up time (default: what the policy assumes)")
+    parser.add_argument("--service-s", type=seconds(minimum=0.001),
+                        help="the cluster's real mean answer time at a full batch (default: what the policy assumes)")
+    parser.add_argument("--on-demand-base", type=int, help="on-demand GPU nodes, paid all the time (default: the stack's)")
+    parser.add_argument("--min-replicas", type=int, help="a what-if: generate's min_replicas (default: the deploy file's)")
     parser.add_argument("--preemptions-per-hour", type=float, default=0.1, help="per spot replica (default 0.1)")
-    parser.add_argument("--on-demand-price", type=float, default=1.212, help="$/GPU-hour (default: g5.2xlarge)")
-    parser.add_argument("--spot-price", type=float, default=0.485, help="$/GPU-hour (default: 40%% of on-demand)")
-    parser.add_argument("--plot", help="PNG of load and replicas over time (default: scaling-<trace>.png)")
+    parser.add_argument("--on-demand-price", type=float, help="$/GPU-hour (default: the instance table's)")
+    parser.add_argument("--spot-price", type=float, help="$/GPU-hour (default: the table's spot_share of on-demand)")
+    parser.add_argument("--plot", help="PNG of load and replicas over time on the first reported seed "
+                                       "(default: scaling-<trace>.png)")
     parser.add_argument("--recommend", action="store_true",
-                        help="also search the policy's utilisation for the cheapest that meets the deadline")
-    parser.add_argument("--json", action="store_true", help="one JSON object: {policies: {name: {gpu_hours, …}}}")
+                        help="search our policy's utilisation on the tuning seeds for the cheapest that meets the "
+                             "deadline, and report deadline_aware at that setting instead of the deploy file's")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="also run every policy on clusters whose real service and start-up times are 0.5x and "
+                             "2x what the policy assumes")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object: {policies: {name: {gpu_hours, cost, …}}}, means over the reported seeds")
     parser.set_defaults(handler=_cmd_simulate)
 
 
+class _Progress:
+    """One tqdm bar on stderr; silent when stderr is not a terminal (CI, logs, --json pipes)."""
+
+    def __init__(self, total: int):
+        import sys
+
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc="simulating", unit="run", leave=False, disable=not sys.stderr.isatty())
+
+    def tick(self) -> None:
+        self._bar.update()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 def _cmd_simulate(opts: argparse.Namespace) -> int:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
-    from functions.generate.scaling.compare import cluster_model, plot, read_generate_scaling, recommend, run_policies, table
-    from functions.generate.scaling.traces import load_trace
+    from functions.common.errors import ConfigurationError
+    from functions.generate.scaling import compare as c
+    from functions.generate.scaling.stack_prices import read_gpu_prices, shown
 
-    scaling = read_generate_scaling(Path(opts.config))
-    arrivals = load_trace(opts.trace, opts.seed)
-    model = cluster_model(scaling, startup_s=opts.startup_s, service_s=opts.service_s,
-                          on_demand_base=opts.on_demand_base, spot_preemptions_per_hour=opts.preemptions_per_hour,
-                          on_demand_usd_h=opts.on_demand_price, spot_usd_h=opts.spot_price, seed=opts.seed)
-    results = run_policies(arrivals, scaling, model)
+    seeds, tune_seeds = c.parse_seeds(opts.seeds), c.parse_seeds(opts.tune_seeds)
+    if set(seeds) & set(tune_seeds):
+        raise ConfigurationError(f"--seeds {opts.seeds} and --tune-seeds {opts.tune_seeds} overlap: "
+                                 "a reported figure must come from seeds nothing was tuned on")
+    prices = read_gpu_prices(Path(opts.stack), Path(opts.instances) if opts.instances else None)
+    overridden = [flag for flag, value in (("--on-demand-price", opts.on_demand_price), ("--spot-price", opts.spot_price),
+                                           ("--on-demand-base", opts.on_demand_base)) if value is not None]
+    deploy_file = Path(opts.config) if opts.config else (prices.serve_config or DEFAULT_DEPLOY)
+    scaling = c.read_generate_scaling(deploy_file)
+    if opts.min_replicas is not None:
+        scaling = replace(scaling, autoscaling={**scaling.autoscaling, "min_replicas": opts.min_replicas})
+    model = c.cluster_model(scaling, prices, startup_s=opts.startup_s, service_s=opts.service_s,
+                            on_demand_base=opts.on_demand_base, spot_preemptions_per_hour=opts.preemptions_per_hour,
+                            on_demand_usd_h=opts.on_demand_price, spot_usd_h=opts.spot_price)
+    workload = c.Workload(opts.trace)
+    grids = len(c.TARGET_ONGOING_GRID) + (len(c.UTILISATION_GRID) if opts.recommend else 0)
+    progress = _Progress(grids * len(tune_seeds) + len(seeds) * (1 + (len(c.SCENARIOS) - 1) * opts.sensitivity))
+    deployed = scaling.params
+    try:
+        ray_target, ray_tuning = c.tune_ray_target(workload, tune_seeds, scaling, model, progress.tick)
+        tuning = None
+        if opts.recommend:  # ours is then tuned like Ray's: on the tuning seeds, reported on the others
+            params, tuning = c.recommend(workload, tune_seeds, scaling, model, progress.tick)
+            scaling = replace(scaling, params=params)
+        runs = c.compare(workload, seeds, scaling, model, ray_target, progress.tick)
+        scenarios = c.sensitivity(workload, seeds, scaling, model, ray_target, progress.tick, as_assumed=runs) \
+            if opts.sensitivity else None
+    finally:
+        progress.close()
+
     trace_name = Path(opts.trace).stem
+    first = {name: runs[name].results[0] for name in c.POLICY_ORDER}
     plot_path = Path(opts.plot or f"scaling-{trace_name}.png")
-    plot(results, f"{trace_name}: {len(arrivals)} messages", plot_path)
-    report = {"trace": opts.trace, "messages": len(arrivals), "plot": str(plot_path),
-              "policies": {name: result.summary() for name, result in results.items()}}
-    if opts.recommend:
-        params, result = recommend(arrivals, scaling, model)
-        report["recommended"] = {"policy_kwargs": asdict(params), **result.summary()}
+    messages = [len(workload.arrivals(seed)) for seed in seeds]
+    c.plot(first, f"{trace_name}, seed {seeds[0]}: {messages[0]} messages", plot_path)
+    price_source = prices.source + (f" (overridden: {', '.join(overridden)})" if overridden else "")
+    report = {
+        "trace": opts.trace, "seeds": list(seeds), "tuning_seeds": list(tune_seeds),
+        "messages": round(sum(messages) / len(messages)), "plot": str(plot_path),
+        "prices": {"instance_type": prices.instance_type, "region": prices.region,
+                   "on_demand_usd_h": model.on_demand_usd_h, "spot_usd_h": round(model.spot_usd_h, 4),
+                   "on_demand_base": model.on_demand_base, "source": price_source, "note": prices.price_note},
+        "cluster": {"service_s": model.service_s, "startup_s": model.startup_s, "batch": model.batch,
+                    "min_replicas": model.min_replicas, "max_replicas": model.max_replicas,
+                    "deploy_file": shown(deploy_file)},
+        "tuned": {"ray_default_tuned": {"target_ongoing_requests": ray_target, "tuning": ray_tuning.summary()}},
+        "policies": {name: runs[name].summary() for name in c.POLICY_ORDER},
+        "claims": c.verdict(runs),
+    }
+    if tuning:
+        report["recommended"] = {"policy_kwargs": asdict(scaling.params), "tuning": tuning.summary(),
+                                 "deployed": scaling.params == deployed}
+    if scenarios:
+        report["sensitivity"] = {name: {policy: r.summary() for policy, r in table.items()}
+                                 for name, table in scenarios.items()}
     if opts.json:
         print(json.dumps(report))
         return 0
-    print(f"{len(arrivals)} messages ({opts.trace}), {model.startup_s:g} s replica start-up, "
-          f"{model.min_replicas}-{model.max_replicas} replicas, {model.on_demand_base} on on-demand\n")
-    print(table(results, results["static"].cost))
-    print(f"\nplot: {plot_path}")
-    if opts.recommend:
-        print("\nrecommended generate autoscaling policy_kwargs (meets 99% within 15 s at the lowest cost):")
-        print(json.dumps(report["recommended"]["policy_kwargs"]))
+    csv_note = "" if opts.trace in ("campaign", "daily") else " (a CSV trace: seeds vary answer lengths and preemptions, not arrivals)"
+    print(f"{opts.trace}: reported seeds {opts.seeds} (held out), tuning seeds {opts.tune_seeds}{csv_note}; "
+          f"{report['messages']} messages a seed on average")
+    print(f"cluster: {model.min_replicas}-{model.max_replicas} replicas ({shown(deploy_file)}), {model.on_demand_base} on-demand "
+          f"base, the rest spot; real start-up {model.startup_s:g} s and answers {model.service_s:g} s "
+          f"(the policy assumes {scaling.params.startup_s:g} s and {scaling.params.service_s:g} s)")
+    print(f"prices: {prices.instance_type} in {prices.region}, ${model.on_demand_usd_h:.3f}/h on-demand, "
+          f"${model.spot_usd_h:.3f}/h spot, from {price_source}"
+          + (f"; the table says of them: {prices.price_note}" if prices.price_note else ""))
+    if model.min_replicas < model.on_demand_base:
+        print(f"note: min_replicas {model.min_replicas} leaves on-demand GPU nodes paid and idle "
+              f"(the stack keeps {model.on_demand_base})")
+    print(f"ray_default_tuned: target_ongoing_requests {ray_target:g}, chosen on the tuning seeds from "
+          f"{', '.join(str(t) for t in c.TARGET_ONGOING_GRID)}")
+    if tuning:
+        print(f"deadline_aware: utilisation {scaling.params.utilisation:g}, chosen on the tuning seeds from "
+              f"{', '.join(f'{u:g}' for u in c.UTILISATION_GRID)} (the deploy file has {deployed.utilisation:g})")
+    print()
+    print(c.table(runs))
+    print(f"\nplot: {plot_path} (seed {seeds[0]})\n\nclaims on the reported seeds:")
+    print("\n".join(report["claims"]))
+    if tuning:
+        print(f"\nrecommended generate autoscaling policy_kwargs (chosen on seeds {opts.tune_seeds}: the cheapest that "
+              f"meets {c.REQUIRED_WITHIN_15S:.0%} within 15 s on every one"
+              f"{'; the deploy file has them' if scaling.params == deployed else '; the deploy file differs'}):")
+        print(json.dumps(asdict(scaling.params)))
+    if scenarios:
+        print("\nreal service and start-up times against what the policy assumes: mean cost $ / mean share "
+              "within 15 s (worst seed):\n")
+        print(c.sensitivity_table(scenarios))
+        if "†" in c.sensitivity_table(scenarios):
+            print(f"† no fixed count up to {model.max_replicas} replicas meets the deadline on some seed: "
+                  f"static_needed shows {model.max_replicas}")
     return 0
 
 

@@ -1,6 +1,10 @@
 """A trace-driven model of generate's replicas, for comparing autoscaling policies before
 money is spent on GPUs.
 
+The cluster's own service and start-up times (``ClusterModel``) are the truth the run plays out;
+a policy's parameters are its beliefs about them, and need not match (the sensitivity runs
+make them differ on purpose).
+
 Time advances in steps of ``step_s``. Each step:
 - messages arrive from the trace;
 - replicas finish answers (up to ``batch`` at a time each, ``service_s`` mean);
@@ -12,8 +16,10 @@ Time advances in steps of ``step_s``. Each step:
   ``startup_s``; replicas scaled away drain the same way;
 - queued messages go to the least-loaded ready replica.
 
-Replicas are paid from the moment they are requested until they leave: on-demand for the
-first ``on_demand_base``, spot for the rest. A message is *passive* when its answer is ready
+What is paid follows the stack (``stack_prices``): its ``on_demand_base`` on-demand GPU nodes
+run, and are paid, all the time, whether or not a replica is on them; replicas fill them
+first, and every replica past them runs on a spot node paid from the moment the replica is
+requested until it leaves. GPU-hours are these paid node-hours. A message is *passive* when its answer is ready
 inside WeChat's first delivery window, and *within 15 s* when it is ready before WeChat's
 third delivery gives up (after that it is pushed). *Lost* counts messages never answered by
 the end of the run, which includes a drain period after the trace ends.
@@ -21,6 +27,7 @@ the end of the run, which includes a drain period after the trace ends.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import random
@@ -29,18 +36,18 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClusterModel:
-    service_s: float = 4.0  # mean generation time per answer at a full batch
+    on_demand_usd_h: float  # per GPU node; from infra/instances.yaml (stack_prices), never a literal here
+    spot_usd_h: float
+    on_demand_base: int = 0  # on-demand GPU nodes, paid all the time; replicas past them run on spot
+    service_s: float = 4.0  # the real mean generation time per answer at a full batch
     batch: int = 48
-    startup_s: float = 45.0
+    startup_s: float = 45.0  # the real time from a replica's request to its first answer
     min_replicas: int = 1
     max_replicas: int = 8
-    on_demand_base: int = 1  # replicas that run on on-demand nodes; the rest on spot
     spot_preemptions_per_hour: float = 0.1  # per spot replica
     preemption_notice_s: float = 120.0
-    on_demand_usd_h: float = 1.212  # g5.2xlarge, us-east-1 list
-    spot_usd_h: float = 0.485  # ~40% of on-demand
     passive_window_s: float = 4.5  # an answer later than this misses the first delivery
     deadline_s: float = 15.0
     step_s: float = 1.0
@@ -77,6 +84,7 @@ class PolicyResult:
     p99_s: float
     peak_replicas: int
     timeline: list[tuple[float, float, int]]  # (time, arrivals/s over the last minute, replicas)
+    setting: str = ""  # the policy's tuned knob, as the report shows it ("3 replicas", "target 16")
 
     def summary(self) -> dict:
         return {"gpu_hours": round(self.gpu_hours, 3), "cost": round(self.cost, 2),
@@ -84,9 +92,19 @@ class PolicyResult:
                 "lost": self.lost}
 
 
+@functools.lru_cache(maxsize=64)
+def _answer_times(seed: int, count: int, service_s: float) -> tuple[tuple[float, ...], tuple]:
+    """Every message's answer time, and the random source's state after drawing them: the same
+    for every policy run on one seed (drawn once, a fifth of a run's time)."""
+    rng = random.Random(seed)
+    service = tuple(max(0.2, rng.lognormvariate(math.log(service_s) - 0.045, 0.3)) for _ in range(count))
+    return service, rng.getstate()
+
+
 def simulate(arrivals: list[float], policy: Policy, model: ClusterModel) -> PolicyResult:
-    rng = random.Random(model.seed)
-    service = [max(0.2, rng.lognormvariate(math.log(model.service_s) - 0.045, 0.3)) for _ in arrivals]
+    service, state = _answer_times(model.seed, len(arrivals), model.service_s)
+    rng = random.Random()
+    rng.setstate(state)  # preemptions draw from where the answer times left off
     latency: list[float | None] = [None] * len(arrivals)
     queue: deque[int] = deque()
     replicas: list[Replica] = []
@@ -162,10 +180,9 @@ def simulate(arrivals: list[float], policy: Policy, model: ClusterModel) -> Poli
             start = max(now, arrivals[message])
             heapq.heappush(replica.in_flight, (start + service[message], message))
 
-        for replica in replicas:
-            price = model.on_demand_usd_h if replica.market == "on-demand" else model.spot_usd_h
-            usd += price * model.step_s / 3600.0
-        gpu_seconds += len(replicas) * model.step_s
+        spot = sum(1 for r in replicas if r.market == "spot")
+        usd += (model.on_demand_base * model.on_demand_usd_h + spot * model.spot_usd_h) * model.step_s / 3600.0
+        gpu_seconds += (model.on_demand_base + spot) * model.step_s
         peak = max(peak, len(replicas))
         if int(now) % 10 == 0:
             timeline.append((now, len(recent_arrivals) / 60.0, len(replicas)))
