@@ -218,8 +218,9 @@ def recommend(workload: Workload, seeds: Iterable[int], scaling: DeploymentScali
 
 
 def static_needed(arrivals: list[float], model: ClusterModel) -> PolicyResult:
-    """The fewest fixed replicas that meet the deadline on this trace (more never hurt: the
-    search climbs from the fewest the bounds allow); ``max_replicas`` if none does."""
+    """The fewest fixed replicas that meet the deadline on this trace, climbing from the fewest
+    the bounds allow and taking the first that meets (a replica more is taken never to hurt);
+    ``max_replicas``, marked, if none does."""
     low = max(1, model.min_replicas)
     result = None
     for replicas in range(low, max(low, model.max_replicas) + 1):
