@@ -39,6 +39,9 @@ class LedgerEntry:
     deliveries: int = 1
     handoff: bool = False  # the last delivery answered "success": the job must push its answer
     served: bool = False  # a delivery returned the passive reply to a still-connected client
+    # Which deliveries returned it: one whose client turns out to have hung up takes back only
+    # its own serving, so an overlapping delivery that did get through still counts.
+    served_by: tuple[str, ...] = ()
     trace: str = ""  # the first delivery's traceparent: retries link their traces to it
     parts: tuple[str, ...] = ()  # the answer's text, so a job whose owner died can still be pushed
     # What of the answer has been handed to the overflow, so a job recovered after its owner
@@ -55,7 +58,7 @@ class LedgerEntry:
         rollback) still reads entries a newer one wrote."""
         known = {field.name for field in fields(cls)}
         values = {key: value for key, value in json.loads(raw).items() if key in known}
-        return cls(**{**values, "parts": tuple(values.get("parts", ()))})
+        return cls(**{**values, "parts": tuple(values.get("parts", ())), "served_by": tuple(values.get("served_by", ()))})
 
     def reply(self) -> Reply:
         return Reply(self.reply_body, content_type=self.content_type)
@@ -182,10 +185,28 @@ class ClaimLedger:
                 return finished
         return None
 
-    def mark_served(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
-        """Record that a delivery is returning the stored reply. The entry after the attempt:
-        ``pushed`` means the job already gave up waiting for a delivery, so return success."""
-        return self._update(dedupe_key, lambda e: replace(e, served=True) if e.state == "done" and not e.served else None)
+    def mark_served(self, dedupe_key: tuple[str, str, str], delivery_id: str = "") -> LedgerEntry | None:
+        """Record that delivery ``delivery_id`` is returning the stored reply. The entry after
+        the attempt: ``pushed`` means the job already gave up waiting for a delivery, so return
+        success."""
+        def served(entry: LedgerEntry) -> LedgerEntry | None:
+            if entry.state != "done" or (entry.served and delivery_id in entry.served_by):
+                return None
+            return replace(entry, served=True, served_by=(*entry.served_by, delivery_id))
+
+        return self._update(dedupe_key, served)
+
+    def unserve(self, dedupe_key: tuple[str, str, str], delivery_id: str) -> LedgerEntry | None:
+        """Delivery ``delivery_id`` never got its reply out (WeChat hung up first): take its
+        serving back. Unserved by every delivery, the reply goes by the overflow after the
+        last window, as if none had carried it."""
+        def taken_back(entry: LedgerEntry) -> LedgerEntry | None:
+            if delivery_id not in entry.served_by:
+                return None
+            others = tuple(served for served in entry.served_by if served != delivery_id)
+            return replace(entry, served_by=others, served=bool(others))
+
+        return self._update(dedupe_key, taken_back)
 
     def push_unserved(self, dedupe_key: tuple[str, str, str], job_id: str) -> bool:
         """After the last passive window: if no delivery served the reply, switch it to pushed.
@@ -218,3 +239,8 @@ class ClaimLedger:
     def lookup(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
         raw = self._store.get(ledger_key(dedupe_key))
         return None if raw is None else LedgerEntry.from_json(raw)
+
+    def lookup_many(self, dedupe_keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], LedgerEntry]:
+        """The entries of several messages in one store call (those still there)."""
+        keys = {ledger_key(dedupe_key): dedupe_key for dedupe_key in dedupe_keys}
+        return {keys[key]: LedgerEntry.from_json(raw) for key, raw in self._store.get_many(list(keys)).items()}

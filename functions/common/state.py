@@ -28,6 +28,11 @@ from functions.common.errors import ConfigurationError, StateContention
 class StateStore(Protocol):
     def get(self, key: str) -> str | None: ...
 
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        """The live values among ``keys``, in one round trip (absent keys are left out): how
+        every delivery waiting on a replica looks at the ledger at once."""
+        ...
+
     def set(self, key: str, value: str, ttl_s: float) -> None: ...
 
     def set_if_absent(self, key: str, value: str, ttl_s: float) -> bool:
@@ -75,6 +80,7 @@ def user_digest(user: str) -> str:
 
 
 UPDATE_ATTEMPTS = 20  # each lost compare-and-set means another replica just wrote the key
+SQLITE_BATCH = 500  # keys per statement: below SQLite's parameter limit on every build
 
 
 def update_value(store: StateStore, key: str, change: Callable[[str | None], str | None], ttl_s: float) -> None:
@@ -142,6 +148,18 @@ class SQLiteStateStore:
                 "SELECT value FROM state WHERE key = ? AND expires_at > ?", (key, self._clock.now_s())
             ).fetchone()
         return row[0] if row else None
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        with self._lock:
+            now_s = self._clock.now_s()
+            for start in range(0, len(keys), SQLITE_BATCH):  # SQLite caps a statement's parameters
+                batch = keys[start : start + SQLITE_BATCH]
+                marks = ",".join("?" * len(batch))
+                found.update(self._db.execute(
+                    f"SELECT key, value FROM state WHERE key IN ({marks}) AND expires_at > ?", (*batch, now_s)
+                ).fetchall())
+        return found
 
     def set(self, key: str, value: str, ttl_s: float) -> None:
         with self._lock:
@@ -319,6 +337,11 @@ class RedisStateStore:
 
     def get(self, key: str) -> str | None:
         return self._redis.get(key)
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        return {key: value for key, value in zip(keys, self._redis.mget(keys)) if value is not None}
 
     def set(self, key: str, value: str, ttl_s: float) -> None:
         self._redis.set(key, value, px=_ms(ttl_s))

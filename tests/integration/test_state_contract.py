@@ -42,6 +42,19 @@ def test_set_get_delete(store):
     assert store.get(k) is None
 
 
+def test_get_many_reads_live_keys_in_one_call(store):
+    present = [key() for _ in range(3)]
+    for index, k in enumerate(present):
+        store.set(k, f"值{index}", ttl_s=30)
+    absent = key()
+    assert store.get_many([*present, absent]) == {k: f"值{index}" for index, k in enumerate(present)}
+    assert store.get_many([]) == {}
+    many = [key() for _ in range(1200)]  # more than one SQLite statement holds
+    for k in many[::100]:
+        store.set(k, "v", ttl_s=30)
+    assert set(store.get_many(many)) == set(many[::100])
+
+
 def test_values_expire(store):
     k = key()
     store.set(k, "v", ttl_s=0.2)
