@@ -69,3 +69,9 @@ class SleepyEngine(PacedEngine):
 
         marker = re.search(r"#(\d+(?:\.\d+)?)", messages[-1]["content"])
         return float(marker.group(1)) if marker else 0.0
+
+
+async def inline(call, *args, **kwargs):
+    """Runs a blocking store call in the event loop itself: with a ManualClock, a scenario then
+    has no threads and runs the same way every time."""
+    return call(*args, **kwargs)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from functions.common.clock import Clock
+from functions.common.clock import Clock, TimerClock
 from functions.common.continuation import ContinuationStore
 from functions.common.job_journal import JobJournal
 from functions.common.ledger import Claim, ClaimLedger, LedgerEntry
@@ -32,6 +32,9 @@ from functions.common.records import InboundMessage, Reply
 logger = logging.getLogger("wxassist.delivery")
 RECORD_ATTEMPTS = 8
 CLAIM_RESERVE_S = 2.5  # of a delivery's window, kept for answering without the ledger
+# Runs a blocking store call: in a thread in the service; in the loop itself under test, so a
+# scenario on a ManualClock is deterministic.
+Blocking = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class Outcome:
     reply: Reply | None = None
     deliveries: int = 1
     first_trace: str = ""  # a retry: the first delivery's traceparent, to link to
+    # A passive reply counted as served by this delivery: what ``retract`` takes back if the
+    # reply never left (the handler was cancelled before returning it).
+    delivery_id: str = ""
+    last: bool = False  # no delivery follows this one
 
     @property
     def passive_reply(self) -> bool:
@@ -100,16 +107,18 @@ class PushOverflow:
     """passive-then-push: through the outbox to the customer-service API. Item ids are the
     idempotency keys, so holding a part twice queues it once."""
 
-    def __init__(self, outbox: Outbox, clock: Clock, trace_carrier: Callable[[], str] = lambda: ""):
+    def __init__(self, outbox: Outbox, clock: Clock, trace_carrier: Callable[[], str] = lambda: "",
+                 blocking: Blocking = asyncio.to_thread):
         self._outbox = outbox
         self._clock = clock
         self._trace_carrier = trace_carrier  # the current trace, so the push joins the message's
+        self._blocking = blocking
 
     async def hold(self, message: InboundMessage, job_id: str, parts: tuple[str, ...], first_part: int) -> None:
         for index, text in enumerate(parts[first_part:], start=first_part):
             item = OutboxItem(f"{job_id}:{index}", message.account, message.from_user, text, self._clock.now_s(),
                               trace=self._trace_carrier())
-            await asyncio.to_thread(self._outbox.put, item)
+            await self._blocking(self._outbox.put, item)
 
     async def handed_off(self, message: InboundMessage, job_id: str) -> Reply | None:
         return None
@@ -121,17 +130,19 @@ class PushOverflow:
 class HeldOverflow:
     """passive-only: held for "继续"; the last delivery tells the user to come back for it."""
 
-    def __init__(self, continuations: ContinuationStore, placeholder: Callable[[InboundMessage], Awaitable[Reply]]):
+    def __init__(self, continuations: ContinuationStore, placeholder: Callable[[InboundMessage], Awaitable[Reply]],
+                 blocking: Blocking = asyncio.to_thread):
         self._continuations = continuations
         self._placeholder = placeholder
+        self._blocking = blocking
 
     async def hold(self, message: InboundMessage, job_id: str, parts: tuple[str, ...], first_part: int) -> None:
         if first_part > 0 and len(parts) <= first_part:
             return  # served whole, never handed off: nothing to hold and no pending mark to clear
-        await asyncio.to_thread(self._continuations.hold, message, job_id, tuple(parts[first_part:]))
+        await self._blocking(self._continuations.hold, message, job_id, tuple(parts[first_part:]))
 
     async def handed_off(self, message: InboundMessage, job_id: str) -> Reply | None:
-        await asyncio.to_thread(self._continuations.expect, message, job_id)
+        await self._blocking(self._continuations.expect, message, job_id)
         return await self._placeholder(message)
 
     async def unserved(self, message: InboundMessage, job_id: str, parts: tuple[str, ...]) -> None:
@@ -148,6 +159,11 @@ class DeliveryCoordinator:
     last delivery cannot wait, it hands the job off and the whole answer overflows. The
     ledger's compare-and-set decides between the two, so an answer is never both served and
     overflowed.
+
+    "Served" means a delivery returned the reply to a client still listening. A delivery whose
+    client hangs up after the reply was counted (the handler cancelled before returning it)
+    takes its serving back with ``retract``; a reply no delivery got out goes by the overflow
+    once no delivery can follow. All waiting is on the injected clock.
     """
 
     def __init__(
@@ -155,7 +171,7 @@ class DeliveryCoordinator:
         ledger: ClaimLedger,
         overflow: Callable[[str], Overflow],
         policy: DeliveryPolicy,
-        clock: Clock,
+        clock: TimerClock,
         answer: Answerer,
         *,
         max_new_tokens: int,
@@ -164,6 +180,7 @@ class DeliveryCoordinator:
         journal: JobJournal | None = None,
         job_context: Callable[[], contextvars.Context] = contextvars.Context,
         trace_carrier: Callable[[], str] = lambda: "",
+        blocking: Blocking = asyncio.to_thread,
     ):
         self._ledger = ledger
         self._overflow = overflow  # by account name
@@ -176,27 +193,29 @@ class DeliveryCoordinator:
         self._journal = journal  # claimed messages, until dealt with: what recover_orphans takes over
         self._job_context = job_context  # fresh, but may carry the trace (observability/tracing.py)
         self._trace_carrier = trace_carrier  # this delivery's traceparent, kept in the ledger
+        self._blocking = blocking
         self._jobs: set[asyncio.Task] = set()
+        # Jobs of this replica that have recorded their answer: deliveries waiting here wake at
+        # once instead of at their next look at the ledger.
+        self._watch = LedgerWatch(ledger, clock, poll_s, blocking)
+        self._recorded: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Event] = weakref.WeakValueDictionary()
 
     async def deliver(
-        self, message: InboundMessage, *, started: float | None = None, hung_up: asyncio.Event | None = None
+        self, message: InboundMessage, *, arrived_s: float | None = None, hung_up: asyncio.Event | None = None
     ) -> Outcome:
-        """``started``: when the delivery reached us (``time.monotonic()``; default now), so
-        the window counts the time spent before this call. ``hung_up``: set when WeChat has
-        given up on this delivery; a reply nobody receives must not count as served."""
+        """``arrived_s``: when the delivery reached us, on this coordinator's clock (default
+        now), so the window counts the time spent before this call. ``hung_up``: set when WeChat
+        has given up on this delivery; a reply nobody receives must not count as served."""
         hung_up = hung_up or asyncio.Event()
-        now = time.monotonic()
-        started = now if started is None else started
-        window_end = started + self._policy.window_s
-        # "Last delivery" is judged by arrival: not after decrypt, not after waiting.
-        arrived_s = self._clock.now_s() - (now - started)
+        arrived_s = self._clock.now_s() if arrived_s is None else arrived_s
+        window_end_s = arrived_s + self._policy.window_s
         job_id = uuid.uuid4().hex
-        claim = await self._claim(message, job_id, window_end)
+        claim = await self._claim(message, job_id, window_end_s)
         if claim is None:  # no shared state for the whole window: answer directly; a duplicate beats a loss
             return Outcome("passive", await self._answer(message, self._max_new_tokens,
                                                          arrived_s + self._policy.window_s))
         try:
-            outcome = await self._serve(message, claim, window_end, arrived_s, hung_up)
+            outcome = await self._serve(message, claim, window_end_s, arrived_s, hung_up)
         except Exception:
             # The store failed after the claim: WeChat delivers again. A job of ours runs on,
             # and its answer is recorded (retried) and, if no delivery serves it, overflows.
@@ -205,63 +224,107 @@ class DeliveryCoordinator:
         # A retry (even one that took over a dead owner's job) links back to the first delivery.
         return replace(outcome, first_trace=claim.entry.trace) if claim.entry.deliveries > 1 else outcome
 
-    async def _claim(self, message: InboundMessage, job_id: str, window_end: float) -> Claim | None:
+    async def retract(self, message: InboundMessage, outcome: Outcome) -> None:
+        """The reply ``outcome`` carried never left: its handler was cancelled first. Take the
+        serving back, so a later delivery serves the reply or the overflow sends it; after the
+        last delivery nobody else will, so it overflows now."""
+        if not outcome.passive_reply or not outcome.delivery_id:
+            return
+        entry = await self._blocking(self._ledger.unserve, message.dedupe_key, outcome.delivery_id)
+        logger.warning("a delivery's reply never left (WeChat hung up); its serving is taken back")
+        if entry is not None and outcome.last and entry.state == "done" and not entry.served:
+            await self._push_late(message, entry)
+
+    async def _claim(self, message: InboundMessage, job_id: str, window_end_s: float) -> Claim | None:
         """The claim, retried while the window lasts: a store restarting for a second must not
         cost deduplication (a duplicate answer) when waiting would do. None: it stayed down."""
         pause_s = 0.1
         while True:
             try:
-                return await asyncio.to_thread(self._ledger.claim, message.dedupe_key, job_id, self._trace_carrier())
+                return await self._blocking(self._ledger.claim, message.dedupe_key, job_id, self._trace_carrier())
             except Exception:
-                if time.monotonic() + pause_s > window_end - CLAIM_RESERVE_S:
+                if self._clock.now_s() + pause_s > window_end_s - CLAIM_RESERVE_S:
                     logger.exception("ledger unavailable; answering without deduplication")
                     return None
                 logger.warning("ledger unavailable; claiming again in %.1f s", pause_s)
-                await asyncio.sleep(pause_s)
+                await self._clock.sleep(pause_s)
                 pause_s = min(pause_s * 2, 1.0)
 
-    async def _serve(self, message: InboundMessage, claim: Claim, window_end: float, arrived_s: float,
+    async def _serve(self, message: InboundMessage, claim: Claim, window_end_s: float, arrived_s: float,
                      hung_up: asyncio.Event) -> Outcome:
         """After the claim: run the job if it is ours, then wait in this delivery's window."""
         entry = claim.entry
         last = self._policy.is_last_delivery(entry.deliveries, entry.first_seen_s, arrived_s)
         if last:  # a short window (tests) keeps three quarters of itself
-            window_end -= min(self._policy.last_reply_margin_s, self._policy.window_s / 4)
+            window_end_s -= min(self._policy.last_reply_margin_s, self._policy.window_s / 4)
         if claim.won:
             # A fresh context: the job belongs to the message, not to this delivery. Ray Serve
             # cancels a request's downstream calls when its client disconnects, which WeChat
             # does after 5 s; in this request's context the job's calls would die with it.
-            job = asyncio.create_task(self._run_job(message, claim.entry), context=self._job_context())
-            self._track(job)
-            await asyncio.wait({job}, timeout=max(window_end - time.monotonic(), 0.0))
-            entry = await self._lookup(message) or entry
-        while entry.state == "in_flight" and (left_s := window_end - time.monotonic()) > 0 and not hung_up.is_set():
-            await asyncio.sleep(min(self._poll_s, left_s))
-            entry = await self._lookup(message) or entry
+            self._track(asyncio.create_task(self._run_job(message, claim.entry), context=self._job_context()))
+        entry = await self._wait_for_answer(message, entry, window_end_s, hung_up)
         # Whether this delivery is the last is its own arrival's count: a later delivery
         # arriving meanwhile hands off for itself.
         if entry.state == "in_flight" and last:
-            entry = await asyncio.to_thread(self._ledger.hand_off, message.dedupe_key) or entry
+            entry = await self._blocking(self._ledger.hand_off, message.dedupe_key) or entry
             if entry.state != "done":  # the job will hand its answer to the overflow
                 return await self._handed_off(message, entry)
-        if entry.state == "done" and last and time.monotonic() >= window_end:
+        if entry.state == "done" and last and self._clock.now_s() >= window_end_s:
             return await self._push_late(message, entry)
         if entry.state == "done" and hung_up.is_set():
             # Nobody is listening: leave the reply unserved, so the next delivery serves it or,
             # after the last window, the job's fallback sends it the other way.
             return Outcome("not_yet", deliveries=entry.deliveries)
         if entry.state == "done":
-            entry = await asyncio.to_thread(self._ledger.mark_served, message.dedupe_key) or entry
-        if entry.state == "done":
-            return Outcome("passive", entry.reply(), entry.deliveries)
+            delivery_id = uuid.uuid4().hex
+            entry = await self._blocking(self._ledger.mark_served, message.dedupe_key, delivery_id) or entry
+            if entry.state == "done":
+                served = Outcome("passive", entry.reply(), entry.deliveries, delivery_id=delivery_id, last=last)
+                if hung_up.is_set() or (last and self._clock.now_s() >= window_end_s):
+                    # WeChat hung up, or the window ran out, while the serving was recorded:
+                    # the reply would reach nobody.
+                    await self.retract(message, served)
+                    return Outcome("not_yet", deliveries=entry.deliveries) if not last else \
+                        await self._handed_off(message, entry)
+                return served
         if entry.state == "pushed":  # handed off by an earlier delivery, which may not have got through
             return await self._handed_off(message, entry)
         return Outcome("not_yet", deliveries=entry.deliveries)
 
+    async def _wait_for_answer(self, message: InboundMessage, entry: LedgerEntry, until_s: float,
+                               hung_up: asyncio.Event) -> LedgerEntry:
+        """The ledger entry once the job has an answer, this delivery's window has closed or
+        its client has hung up, whichever comes first. A job of this replica wakes its waiters
+        when it records its answer; one elsewhere is seen at the replica's next look at the
+        ledger, which reads the entries of every waiting delivery at once."""
+        recorded = self._recorded_event(message)
+        while entry.state == "in_flight" and not hung_up.is_set():
+            left_s = until_s - self._clock.now_s()
+            if left_s <= 0:
+                break
+            looked = asyncio.ensure_future(self._watch.next_look(message.dedupe_key))
+            waits = [looked, hung_up.wait(), self._clock.sleep(left_s)]
+            if not recorded.is_set():
+                waits.append(recorded.wait())
+            await _first_of(*waits)
+            if recorded.is_set():
+                entry = await self._lookup(message) or entry
+            elif looked.done() and not looked.cancelled():
+                entry = looked.result() or entry
+        return entry
+
+    def _recorded_event(self, message: InboundMessage) -> asyncio.Event:
+        """Set once this replica's job for the message has recorded its answer; it lives while
+        the job or a waiting delivery holds it."""
+        event = self._recorded.get(message.dedupe_key)
+        if event is None:
+            event = self._recorded[message.dedupe_key] = asyncio.Event()
+        return event
+
     async def _push_late(self, message: InboundMessage, entry: LedgerEntry) -> Outcome:
         """The last delivery found the answer with too little of its window left to trust a
         passive reply to arrive: it goes by the overflow, as if no delivery had carried it."""
-        if await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, entry.job_id):
+        if await self._blocking(self._ledger.push_unserved, message.dedupe_key, entry.job_id):
             await self._with_retries(entry.job_id, "unserved", self._overflow(message.account).unserved, message,
                                      entry.job_id, entry.parts)
             await self._mark(message, entry.job_id, overflow_done=True)
@@ -282,10 +345,10 @@ class DeliveryCoordinator:
         leave the answer neither served nor pushed."""
         for attempt in range(RECORD_ATTEMPTS):
             try:
-                return await asyncio.to_thread(self._ledger.complete, message.dedupe_key, entry.job_id, reply)
+                return await self._blocking(self._ledger.complete, message.dedupe_key, entry.job_id, reply)
             except Exception:
                 logger.exception("recording job %s failed (attempt %d)", entry.job_id, attempt + 1)
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                await self._clock.sleep(min(0.2 * 2**attempt, 5.0))
         return None
 
     async def drain(self) -> None:
@@ -294,13 +357,14 @@ class DeliveryCoordinator:
             await asyncio.gather(*list(self._jobs), return_exceptions=True)
 
     async def _lookup(self, message: InboundMessage) -> LedgerEntry | None:
-        return await asyncio.to_thread(self._ledger.lookup, message.dedupe_key)
+        return await self._blocking(self._ledger.lookup, message.dedupe_key)
 
     async def _run_job(self, message: InboundMessage, entry: LedgerEntry) -> None:
         """Answer the message, record the answer, hand on what a passive reply cannot carry.
         From the start until the answer has been dealt with, the journal holds the message and
         the lease is renewed: if this replica dies on the way, another picks the job up."""
         await self._journal_step("open", message)
+        recorded = self._recorded_event(message)  # held until the job ends: its waiters share it
         renewing = asyncio.create_task(self._renew_lease(message, entry.job_id))
         renewal_handed_on = False
         try:
@@ -312,6 +376,7 @@ class DeliveryCoordinator:
             if finished is None:
                 logger.error("job %s: its answer could not be recorded (taken over, or the store is down)", entry.job_id)
                 return
+            recorded.set()
             if finished.state == "done":  # a separate task: deliveries wait on this job, not on that
                 self._track(asyncio.create_task(self._push_if_unserved(message, entry, reply.parts, renewing),
                                                 context=self._job_context()))
@@ -331,9 +396,9 @@ class DeliveryCoordinator:
         """While the job runs, keep its lease: a live owner is never taken over, and a dead
         one's lease lapses within one lease, before WeChat's last delivery."""
         while True:
-            await asyncio.sleep(self._lease_renew_s)
+            await self._clock.sleep(self._lease_renew_s)
             try:
-                if not await asyncio.to_thread(self._ledger.renew, message.dedupe_key, job_id):
+                if not await self._blocking(self._ledger.renew, message.dedupe_key, job_id):
                     return  # taken over or expired: not ours to keep
             except Exception:  # a store hiccup: the next renewal may get through
                 logger.warning("job %s: renewing its lease failed", job_id, exc_info=True)
@@ -345,9 +410,9 @@ class DeliveryCoordinator:
         unserved first part overflows too (the later parts already have)."""
         try:
             deadline_s = self._policy.passive_deadline_s(entry.first_seen_s) + 1.0
-            while (left_s := deadline_s - self._clock.now_s()) > 0:  # re-read: the clock is injected
-                await asyncio.sleep(min(left_s, 0.5))
-            if await self._with_retries(entry.job_id, "mark unserved", asyncio.to_thread, self._ledger.push_unserved,
+            while (left_s := deadline_s - self._clock.now_s()) > 0:
+                await self._clock.sleep(left_s)
+            if await self._with_retries(entry.job_id, "mark unserved", self._blocking, self._ledger.push_unserved,
                                         message.dedupe_key, entry.job_id):
                 logger.warning("job %s: no delivery carried its reply; it overflows", entry.job_id)
                 await self._with_retries(entry.job_id, "unserved", self._overflow(message.account).unserved, message,
@@ -364,7 +429,7 @@ class DeliveryCoordinator:
         if self._journal is None:
             return 0
         try:
-            due = await asyncio.to_thread(self._journal.due, limit)
+            due = await self._blocking(self._journal.due, limit)
         except Exception:
             logger.warning("the job journal could not be read", exc_info=True)
             return 0
@@ -389,7 +454,7 @@ class DeliveryCoordinator:
                 self._clock.now_s() < self._policy.passive_deadline_s(entry.first_seen_s) + 1.0:
             return False  # a delivery may still serve it
         dead_owner = entry.job_id
-        taken = await asyncio.to_thread(self._ledger.take_over, message.dedupe_key, uuid.uuid4().hex)
+        taken = await self._blocking(self._ledger.take_over, message.dedupe_key, uuid.uuid4().hex)
         if taken is None:  # its owner is alive (or another replica took it)
             return False
         logger.warning("job %s: its owner died; recovering it (%s)", dead_owner, taken.state)
@@ -401,7 +466,7 @@ class DeliveryCoordinator:
         missing: tuple[str, ...] = ()
         if taken.state == "done" and taken.served:
             missing, first_part = parts, 1  # the later parts
-        elif taken.state == "pushed" or await asyncio.to_thread(self._ledger.push_unserved, message.dedupe_key, job_id):
+        elif taken.state == "pushed" or await self._blocking(self._ledger.push_unserved, message.dedupe_key, job_id):
             missing, first_part = parts, 0  # nobody carried the first part either
         if missing:
             if first_part == 0 and taken.later_held:
@@ -415,7 +480,7 @@ class DeliveryCoordinator:
     async def _mark(self, message: InboundMessage, job_id: str, **flags: bool) -> None:
         """Note in the ledger what the overflow now has; lost, recovery may queue it twice."""
         try:
-            await asyncio.to_thread(self._ledger.mark, message.dedupe_key, job_id, **flags)
+            await self._blocking(self._ledger.mark, message.dedupe_key, job_id, **flags)
         except Exception:
             logger.warning("job %s: noting what was handed on failed", job_id, exc_info=True)
 
@@ -424,7 +489,7 @@ class DeliveryCoordinator:
         if self._journal is None:
             return
         try:
-            await asyncio.to_thread(getattr(self._journal, step), message)
+            await self._blocking(getattr(self._journal, step), message)
         except Exception:
             logger.warning("journal %s failed for a job", step, exc_info=True)
 
@@ -439,5 +504,55 @@ class DeliveryCoordinator:
                 return await call(*args)
             except Exception:
                 logger.exception("job %s: %s failed (attempt %d)", job_id, step, attempt + 1)
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                await self._clock.sleep(min(0.2 * 2**attempt, 5.0))
         logger.error("job %s: %s failed %d times; its answer is lost", job_id, step, RECORD_ATTEMPTS)
+
+
+class LedgerWatch:
+    """Every ``poll_s``, one read of the ledger entries all waiting deliveries of this replica
+    want, however many there are: under a burst, per-delivery polling was the store's main
+    load, and it starved the lease renewals queued behind it."""
+
+    def __init__(self, ledger: ClaimLedger, clock: TimerClock, poll_s: float, blocking: Blocking):
+        self._ledger = ledger
+        self._clock = clock
+        self._poll_s = poll_s
+        self._blocking = blocking
+        self._wanted: dict[tuple[str, str, str], list[asyncio.Future]] = {}
+        self._looking: asyncio.Task | None = None
+
+    async def next_look(self, dedupe_key: tuple[str, str, str]) -> LedgerEntry | None:
+        """The message's entry as the next look finds it (None: gone)."""
+        seen = asyncio.get_running_loop().create_future()
+        self._wanted.setdefault(dedupe_key, []).append(seen)
+        if self._looking is None or self._looking.done():
+            self._looking = asyncio.ensure_future(self._look())
+        return await seen
+
+    async def _look(self) -> None:
+        while self._wanted:
+            await self._clock.sleep(self._poll_s)
+            wanted, self._wanted = self._wanted, {}
+            try:
+                entries = await self._blocking(self._ledger.lookup_many, list(wanted))
+            except Exception as exc:  # the store is down: each waiter sees the failure
+                for futures in wanted.values():
+                    for seen in futures:
+                        if not seen.done():
+                            seen.set_exception(exc)
+                continue
+            for dedupe_key, futures in wanted.items():
+                for seen in futures:
+                    if not seen.done():
+                        seen.set_result(entries.get(dedupe_key))
+
+
+async def _first_of(*waits: Awaitable[Any]) -> None:
+    """Wait until the first of ``waits`` finishes; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from functions.common.clock import FixedClock
+from functions.common.clock import FixedClock, ManualClock
 from functions.common.continuation import (
     MAX_HELD_ANSWERS,
     ContinuationStore,
@@ -19,6 +19,7 @@ from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, HeldO
 from functions.common.ledger import ClaimLedger
 from functions.common.records import InboundMessage, Reply
 from functions.common.state import SQLiteStateStore
+from tests.fakes import inline
 
 HINT = "（内容较长，回复“继续”查看后续）"
 
@@ -121,7 +122,16 @@ def test_continued_text_names_the_question_and_hints_only_when_more_follow():
 # ---- the coordinator with a passive-only account ------------------------------------------
 
 
-def test_a_slow_answer_is_promised_on_the_last_delivery_then_held_whole(held, store, clock):
+@pytest.fixture
+def timed(tmp_path):
+    """A ManualClock, and a store and continuation store on it: for the delivery engine."""
+    clock = ManualClock(1_000_000)
+    store = SQLiteStateStore(tmp_path / "timed.db", clock)
+    return clock, store, ContinuationStore(store, clock, ttl_s=86400, pending_stale_s=120)
+
+
+def test_a_slow_answer_is_promised_on_the_last_delivery_then_held_whole(timed):
+    clock, store, held = timed
     ledger = ClaimLedger(store, clock, ttl_s=3600, job_lease_s=60)
     release = asyncio.Event()
 
@@ -134,17 +144,20 @@ def test_a_slow_answer_is_promised_on_the_last_delivery_then_held_whole(held, st
     async def promise(message):
         return Reply("<xml>promise</xml>", parts=("答案还在准备中",))
 
-    overflow = HeldOverflow(held, promise)
-    delivering = DeliveryCoordinator(
-        ledger, lambda account: overflow, DeliveryPolicy(window_s=0.1), clock, answer, max_new_tokens=64, poll_s=0.01
-    )
+    overflow = HeldOverflow(held, promise, blocking=inline)
+    delivering = DeliveryCoordinator(ledger, lambda account: overflow, DeliveryPolicy(), clock, answer,
+                                     max_new_tokens=64, blocking=inline)
     slow, next_question = text("慢问题", "1"), text("快问题", "2")
 
     async def scenario():
-        outcomes = [await delivering.deliver(slow) for _ in range(3)]
+        outcomes = []
+        for _ in range(3):
+            delivery = asyncio.ensure_future(delivering.deliver(slow))
+            await clock.advance(5)
+            outcomes.append(await delivery)
         after = await delivering.deliver(next_question)  # a real question, answered as itself
         release.set()
-        clock.advance(20)  # past the last window, so the served answer's fallback check ends
+        await clock.advance(20)  # past the last window, so the served answer's fallback check ends
         await delivering.drain()
         return outcomes, after
 
@@ -156,7 +169,8 @@ def test_a_slow_answer_is_promised_on_the_last_delivery_then_held_whole(held, st
     assert held.take(text("继续", "4")).text == "慢答案第二段。"
 
 
-def test_a_long_answer_served_passively_holds_only_the_later_parts(held, store, clock):
+def test_a_long_answer_served_passively_holds_only_the_later_parts(timed):
+    clock, store, held = timed
     ledger = ClaimLedger(store, clock, ttl_s=3600, job_lease_s=60)
 
     async def answer(message, budget, deadline_s=None):
@@ -165,14 +179,13 @@ def test_a_long_answer_served_passively_holds_only_the_later_parts(held, store, 
     async def promise(message):
         raise AssertionError("nothing was handed off")
 
-    overflow = HeldOverflow(held, promise)
-    delivering = DeliveryCoordinator(
-        ledger, lambda account: overflow, DeliveryPolicy(window_s=1.0), clock, answer, max_new_tokens=64, poll_s=0.01
-    )
+    overflow = HeldOverflow(held, promise, blocking=inline)
+    delivering = DeliveryCoordinator(ledger, lambda account: overflow, DeliveryPolicy(), clock, answer,
+                                     max_new_tokens=64, blocking=inline)
 
     async def scenario():
         outcome = await delivering.deliver(text("长问题"))
-        clock.advance(20)
+        await clock.advance(20)
         await delivering.drain()
         return outcome
 

@@ -1,16 +1,22 @@
+"""The delivery engine's bookkeeping, on a ManualClock with store calls made in the loop: the
+policy's arithmetic, the fallback push, store failures and retries, leases, and the job
+journal's recovery of jobs whose owner died. The races at WeChat's window edges are in
+test_delivery_races.py."""
+
 from __future__ import annotations
 
 import asyncio
 
 import pytest
 
-from functions.common.clock import FixedClock
+from functions.common.clock import ManualClock
 from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, PushOverflow
 from functions.common.job_journal import JobJournal
 from functions.common.ledger import ClaimLedger
 from functions.common.outbox import PENDING_QUEUE, Outbox
 from functions.common.records import InboundMessage, Reply
 from functions.common.state import SQLiteStateStore
+from tests.fakes import inline
 
 POLICY = DeliveryPolicy(window_s=4.5, deliveries=3, redelivery_interval_s=5.0, tokens_per_s=10, min_new_tokens=16, overhead_s=1.0)
 
@@ -28,57 +34,77 @@ def test_the_token_budget_shrinks_toward_the_last_window():
     assert POLICY.token_budget(100, now_s=108, max_new_tokens=96) == 55  # 5.5 s left
     assert POLICY.token_budget(100, now_s=114, max_new_tokens=96) == 16  # never below the floor
 
+
 MESSAGE = InboundMessage("default", "gh", "o-user", 1, "text", msg_id="42", content="退货？")
+ONE_PART = Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
 
 
 @pytest.fixture
 def parts(tmp_path):
-    clock = FixedClock(1_000_000)
+    clock = ManualClock(1_000_000)
     store = SQLiteStateStore(tmp_path / "state.db", clock)
     return clock, store, ClaimLedger(store, clock, ttl_s=3600, job_lease_s=60), Outbox(store, clock)
 
 
-def coordinator(parts, answer):
-    clock, _, ledger, outbox = parts
-    pushed = PushOverflow(outbox, clock)
-    return DeliveryCoordinator(
-        ledger, lambda account: pushed, DeliveryPolicy(window_s=0.3), clock, answer, max_new_tokens=64, poll_s=0.01
-    )
+def coordinator(parts, answer, *, ledger=None, overflow=None, journal=None, lease_renew_s=2.0):
+    clock, _, own_ledger, outbox = parts
+    pushed = overflow or PushOverflow(outbox, clock, blocking=inline)
+    return DeliveryCoordinator(ledger or own_ledger, lambda account: pushed, POLICY, clock, answer, max_new_tokens=64,
+                               poll_s=0.25, lease_renew_s=lease_renew_s, journal=journal, blocking=inline)
+
+
+class Gated:
+    """An answerer that answers once ``release`` is set; ``asked`` lists what it was asked."""
+
+    def __init__(self, reply: Reply = ONE_PART):
+        self.release = asyncio.Event()
+        self.asked: list[str] = []
+        self.reply = reply
+
+    async def __call__(self, message, budget, deadline_s=None):
+        self.asked.append(message.msg_id)
+        await self.release.wait()
+        return self.reply
+
+
+async def answer_now(message, budget, deadline_s=None):
+    return ONE_PART
+
+
+def pushed_ids(store) -> list[str]:
+    return sorted(item_id for item_id, _ in store.lease(PENDING_QUEUE, now_s=2e6, lease_s=1, limit=10))
 
 
 def test_an_answer_no_delivery_carried_is_pushed_after_the_last_window(parts):
     clock, store, ledger, _ = parts
+    answer = Gated()
 
     async def scenario():
-        release = asyncio.Event()
-
-        async def answer(message, budget, deadline_s=None):
-            await release.wait()
-            return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
-
         delivering = coordinator(parts, answer)
-        delivery = asyncio.create_task(delivering.deliver(MESSAGE))
-        await asyncio.sleep(0.2)
-        delivery.cancel()  # WeChat hung up; Serve cancels the handler
-        clock.advance(20)  # every window has closed
-        release.set()
+        hung_up = asyncio.Event()
+        delivery = asyncio.ensure_future(delivering.deliver(MESSAGE, hung_up=hung_up))
+        await clock.advance(2)
+        hung_up.set()  # WeChat hung up; no delivery comes back
+        await clock.settle()
+        outcome = await delivery
+        await clock.advance(20)  # every window has closed
+        answer.release.set()
+        await clock.advance(1)
         await delivering.drain()
+        return outcome
 
-    asyncio.run(scenario())
+    assert asyncio.run(scenario()).kind == "not_yet"
     assert ledger.lookup(MESSAGE.dedupe_key).state == "pushed"
-    assert [item_id for item_id, _ in store.lease(PENDING_QUEUE, now_s=2e6, lease_s=1, limit=5)][0].endswith(":0")
+    assert [item_id.rsplit(":", 1)[1] for item_id in pushed_ids(store)] == ["0"]
 
 
 def test_an_answer_a_delivery_carried_is_not_pushed(parts):
     clock, store, ledger, outbox = parts
 
-    async def answer(message, budget, deadline_s=None):
-        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
-
     async def scenario():
-        delivering = coordinator(parts, answer)
+        delivering = coordinator(parts, answer_now)
         outcome = await delivering.deliver(MESSAGE)
-        clock.advance(20)
+        await clock.advance(20)
         await delivering.drain()
         return outcome
 
@@ -87,61 +113,54 @@ def test_an_answer_a_delivery_carried_is_not_pushed(parts):
 
 
 def test_a_reply_ready_after_wechat_hung_up_is_not_counted_as_served(parts):
-    """The delivery's client gave up (its handler was cancelled) just before the answer was
-    ready: returning it would reach nobody, so it stays unserved and is pushed after the
-    last window. Counted as served, it would be lost."""
+    """The delivery's client gave up just before the answer was ready: returning it would
+    reach nobody, so it stays unserved and is pushed after the last window. Counted as
+    served, it would be lost."""
     clock, store, ledger, _ = parts
+    answer = Gated()
 
     async def scenario():
-        release = asyncio.Event()
         hung_up = asyncio.Event()
-
-        async def answer(message, budget, deadline_s=None):
-            await release.wait()
-            return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
-
         delivering = coordinator(parts, answer)
-        delivery = asyncio.create_task(delivering.deliver(MESSAGE, hung_up=hung_up))
-        await asyncio.sleep(0.05)
+        delivery = asyncio.ensure_future(delivering.deliver(MESSAGE, hung_up=hung_up))
+        await clock.advance(1)
         hung_up.set()
-        release.set()
+        answer.release.set()
+        await clock.settle()
         outcome = await delivery
-        clock.advance(20)
+        await clock.advance(20)
         await delivering.drain()
         return outcome
 
     assert asyncio.run(scenario()).kind == "not_yet"
     entry = ledger.lookup(MESSAGE.dedupe_key)
     assert entry.state == "pushed" and not entry.served
-    assert [item_id for item_id, _ in store.lease(PENDING_QUEUE, now_s=2e6, lease_s=1, limit=5)][0].endswith(":0")
+    assert [item_id.rsplit(":", 1)[1] for item_id in pushed_ids(store)] == ["0"]
 
 
 def test_the_window_counts_from_when_the_delivery_reached_us(parts):
-    import time
-
-    async def answer(message, budget, deadline_s=None):
-        await asyncio.sleep(1.0)
-        return Reply("<xml>late</xml>", parts=("答案。",))
+    clock = parts[0]
+    answer = Gated()
 
     async def scenario():
-        delivering = coordinator(parts, answer)  # a 0.3 s window
-        started = time.monotonic() - 0.25  # decrypt and queueing already took 0.25 s of it
-        began = time.monotonic()
-        outcome = await delivering.deliver(MESSAGE, started=started)
-        waited = time.monotonic() - began
-        parts[0].advance(20)
+        delivering = coordinator(parts, answer)  # a 4.5 s window
+        arrived_s = clock.now_s() - 4.0  # decrypt and queueing already took 4 s of it
+        delivery = asyncio.ensure_future(delivering.deliver(MESSAGE, arrived_s=arrived_s))
+        await clock.advance(0.5)
+        assert delivery.done()  # the window closed at 0.5 s, not at 4.5
+        answer.release.set()
+        await clock.advance(20)
         await delivering.drain()
-        return outcome, waited
+        return await delivery
 
-    outcome, waited = asyncio.run(scenario())
-    assert outcome.kind == "not_yet" and waited < 0.2
+    assert asyncio.run(scenario()).kind == "not_yet"
 
 
 class FlakyOverflow(PushOverflow):
     """The store hiccups twice when the answer is handed to the outbox."""
 
     def __init__(self, outbox, clock):
-        super().__init__(outbox, clock)
+        super().__init__(outbox, clock, blocking=inline)
         self.failures = 2
 
     async def hold(self, message, job_id, parts, first_part):
@@ -151,30 +170,21 @@ class FlakyOverflow(PushOverflow):
         await super().hold(message, job_id, parts, first_part)
 
 
-def test_a_store_hiccup_while_handing_the_answer_on_is_retried(parts, monkeypatch):
+def test_a_store_hiccup_while_handing_the_answer_on_is_retried(parts):
     clock, store, ledger, outbox = parts
-    monkeypatch.setattr(asyncio, "sleep", _fast_sleep(asyncio.sleep))
     flaky = FlakyOverflow(outbox, clock)
 
     async def answer(message, budget, deadline_s=None):
         return Reply("<xml>long</xml>", parts=("第一段。", "第二段。"))
 
     async def scenario():
-        delivering = DeliveryCoordinator(ledger, lambda account: flaky, DeliveryPolicy(window_s=0.3), clock, answer,
-                                         max_new_tokens=64, poll_s=0.01)
+        delivering = coordinator(parts, answer, overflow=flaky)
         await delivering.deliver(MESSAGE)
-        clock.advance(20)
+        await clock.advance(20)
         await delivering.drain()
 
     asyncio.run(scenario())
     assert flaky.failures == 0 and outbox.backlog() == 1  # the second part made it to the outbox
-
-
-def _fast_sleep(real_sleep):
-    async def sleep(seconds, *args, **kwargs):
-        return await real_sleep(min(seconds, 0.01), *args, **kwargs)
-
-    return sleep
 
 
 class FlakyLedger:
@@ -198,43 +208,35 @@ class FlakyLedger:
             raise ConnectionError("Connection refused")
         return self._ledger.lookup(*args)
 
+    def lookup_many(self, *args):
+        if self.lookup_failures:
+            self.lookup_failures -= 1
+            raise ConnectionError("Connection refused")
+        return self._ledger.lookup_many(*args)
+
     def __getattr__(self, name):
         return getattr(self._ledger, name)
 
 
 def test_a_store_restarting_during_the_claim_costs_no_deduplication(parts):
-    clock, _, ledger, outbox = parts
+    clock, _, ledger, _ = parts
     answered = []
     flaky = FlakyLedger(ledger, claim_failures=2)
 
     async def answer(message, budget, deadline_s=None):
         answered.append(message.msg_id)
-        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+        return ONE_PART
 
     async def scenario():
-        pushed = PushOverflow(outbox, clock)
-        delivering = DeliveryCoordinator(flaky, lambda account: pushed, DeliveryPolicy(window_s=4.5), clock, answer,
-                                         max_new_tokens=64, poll_s=0.01)
-        first = await delivering.deliver(MESSAGE)
+        delivering = coordinator(parts, answer, ledger=flaky)
+        first = asyncio.ensure_future(delivering.deliver(MESSAGE))
+        await clock.advance(1)  # two pauses before the claim goes through
         again = await delivering.deliver(MESSAGE)  # WeChat's retry: the same job, not a second answer
-        return first, again
+        return await first, again
 
     first, again = asyncio.run(scenario())
     assert flaky.claim_failures == 0 and answered == ["42"]
     assert first.kind == "passive" and again.kind == "passive" and again.deliveries == 2
-
-
-class Gated:
-    """An answerer that answers once ``release`` is set; ``asked`` lists what it was asked."""
-
-    def __init__(self):
-        self.release = asyncio.Event()
-        self.asked: list[str] = []
-
-    async def __call__(self, message, budget, deadline_s=None):
-        self.asked.append(message.msg_id)
-        await self.release.wait()
-        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
 
 
 def test_a_store_failing_after_the_claim_asks_wechat_again_and_loses_nothing(parts):
@@ -243,12 +245,14 @@ def test_a_store_failing_after_the_claim_asks_wechat_again_and_loses_nothing(par
     answer = Gated()
 
     async def scenario():
-        pushed = PushOverflow(outbox, clock)
-        delivering = DeliveryCoordinator(flaky, lambda account: pushed, DeliveryPolicy(window_s=0.2), clock, answer,
-                                         max_new_tokens=64, poll_s=0.01)
-        outcome = await delivering.deliver(MESSAGE)  # its first look at the ledger fails: no 500
-        clock.advance(20)  # no delivery comes back for it
+        delivering = coordinator(parts, answer, ledger=flaky)
+        delivery = asyncio.ensure_future(delivering.deliver(MESSAGE))  # its first look at the ledger fails: no 500
+        await clock.advance(1)
+        assert delivery.done()
+        outcome = await delivery
+        await clock.advance(20)  # no delivery comes back for it
         answer.release.set()
+        await clock.advance(1)
         await delivering.drain()
         return outcome
 
@@ -258,32 +262,24 @@ def test_a_store_failing_after_the_claim_asks_wechat_again_and_loses_nothing(par
 
 
 def test_a_slow_job_renews_its_lease_so_a_retry_waits_for_it_instead_of_taking_over(parts):
-    clock, _, ledger, outbox = parts
+    clock, _, ledger, _ = parts
     answer = Gated()
 
     async def scenario():
-        pushed = PushOverflow(outbox, clock)
-        delivering = DeliveryCoordinator(ledger, lambda account: pushed, DeliveryPolicy(window_s=0.2), clock, answer,
-                                         max_new_tokens=64, poll_s=0.01, lease_renew_s=0.01)
-        first = await delivering.deliver(MESSAGE)
-        clock.advance(61)  # past the 60 s lease the job was claimed with
-        await asyncio.sleep(0.1)  # its owner renews meanwhile
-        retry = asyncio.create_task(delivering.deliver(MESSAGE))
-        await asyncio.sleep(0.05)
+        delivering = coordinator(parts, answer)
+        first = asyncio.ensure_future(delivering.deliver(MESSAGE))
+        await clock.advance(61)  # past the 60 s lease the job was claimed with: its owner renewed it
+        retry = asyncio.ensure_future(delivering.deliver(MESSAGE))
+        await clock.advance(1)
         answer.release.set()
+        await clock.advance(1)
         again = await retry
+        await clock.advance(20)
         await delivering.drain()
-        return first, again
+        return await first, again
 
     first, again = asyncio.run(scenario())
     assert answer.asked == ["42"] and first.kind == "not_yet" and again.deliveries == 2
-
-
-def journalled(parts, answer, journal):
-    clock, _, ledger, outbox = parts
-    pushed = PushOverflow(outbox, clock)
-    return DeliveryCoordinator(ledger, lambda account: pushed, DeliveryPolicy(window_s=0.2), clock, answer,
-                               max_new_tokens=64, poll_s=0.01, lease_renew_s=0.01, journal=journal)
 
 
 def test_a_job_whose_owner_died_after_the_last_delivery_is_answered_by_another_replica(parts):
@@ -296,20 +292,24 @@ def test_a_job_whose_owner_died_after_the_last_delivery_is_answered_by_another_r
 
     async def answer(message, budget, deadline_s=None):
         answered.append(message.msg_id)
-        return Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
+        return ONE_PART
 
     async def scenario():
-        doomed = journalled(parts, never, journal)
-        await doomed.deliver(MESSAGE)
+        doomed = coordinator(parts, never, journal=journal)
+        delivery = asyncio.ensure_future(doomed.deliver(MESSAGE))
+        await clock.advance(5)
+        await delivery
         ledger.hand_off(MESSAGE.dedupe_key)  # WeChat's last delivery answered "success"
         for job in list(doomed._jobs):
             job.cancel()  # the replica dies with its job
-        survivor = journalled(parts, answer, journal)
+        await clock.settle()
+        survivor = coordinator(parts, answer, journal=journal)
         assert await survivor.recover_orphans() == 0  # nothing due yet
-        clock.advance(61)  # the journal entry comes due, the dead owner's lease has lapsed
+        await clock.advance(61)  # the journal entry comes due, the dead owner's lease has lapsed
         assert await survivor.recover_orphans() == 1
+        await clock.advance(1)
         await survivor.drain()
-        clock.advance(61)
+        await clock.advance(61)
         assert await survivor.recover_orphans() == 0  # dealt with: never taken twice
 
     asyncio.run(scenario())
@@ -323,13 +323,14 @@ def test_a_live_owner_is_never_taken_over_and_its_journal_entry_closes_when_it_i
     slow = Gated()
 
     async def scenario():
-        owner = journalled(parts, slow, journal)
-        await owner.deliver(MESSAGE)
-        clock.advance(120)  # long past the claim's lease: but the owner renews it
-        await asyncio.sleep(0.05)
-        assert await journalled(parts, slow, journal).recover_orphans() == 0
+        owner = coordinator(parts, slow, journal=journal)
+        delivery = asyncio.ensure_future(owner.deliver(MESSAGE))
+        await clock.advance(120)  # long past the claim's lease: but the owner renews it
+        assert await coordinator(parts, slow, journal=journal).recover_orphans() == 0
         slow.release.set()
+        await clock.advance(20)
         await owner.drain()
+        await delivery
 
     asyncio.run(scenario())
     assert journal.size() == 0 and outbox.backlog() == 1  # no delivery served it: pushed, once
@@ -347,15 +348,14 @@ def test_an_answer_its_owner_recorded_but_never_handed_on_is_pushed_whole_once(p
         raise AssertionError("an answered job is not generated again")
 
     async def scenario():
-        clock.advance(120)  # every window closed, the lease lapsed, the journal entry due
-        survivor = journalled(parts, unused, journal)
+        await clock.advance(120)  # every window closed, the lease lapsed, the journal entry due
+        survivor = coordinator(parts, unused, journal=journal)
         assert await survivor.recover_orphans() == 1
-        clock.advance(120)
+        await clock.advance(120)
         assert await survivor.recover_orphans() == 0
 
     asyncio.run(scenario())
-    queued = sorted(item_id for item_id, _ in store.lease(PENDING_QUEUE, now_s=2e6, lease_s=1, limit=10))
-    assert queued == ["job-dead:0", "job-dead:1"] and journal.size() == 0
+    assert pushed_ids(store) == ["job-dead:0", "job-dead:1"] and journal.size() == 0
 
 
 def test_an_answer_already_handed_on_is_not_queued_again(parts):
@@ -368,8 +368,8 @@ def test_an_answer_already_handed_on_is_not_queued_again(parts):
     ledger.mark(MESSAGE.dedupe_key, "job-dead", overflow_done=True)  # queued, sent; then the replica died
 
     async def scenario():
-        clock.advance(120)
-        return await journalled(parts, None, journal).recover_orphans()
+        await clock.advance(120)
+        return await coordinator(parts, None, journal=journal).recover_orphans()
 
     assert asyncio.run(scenario()) == 0 and outbox.backlog() == 0 and journal.size() == 0
 
@@ -381,19 +381,20 @@ def test_an_answer_ready_at_the_end_of_the_last_window_is_pushed_not_risked_pass
     answer = Gated()
 
     async def scenario():
-        pushed = PushOverflow(outbox, clock)
-        delivering = DeliveryCoordinator(ledger, lambda account: pushed, DeliveryPolicy(window_s=0.4), clock, answer,
-                                         max_new_tokens=64, poll_s=0.01)
-        first = await delivering.deliver(MESSAGE)
-        second = await delivering.deliver(MESSAGE)
-        last = asyncio.create_task(delivering.deliver(MESSAGE))
-        await asyncio.sleep(0.34)  # past the last window's margin (0.1 s of 0.4), inside the window
+        delivering = coordinator(parts, answer)
+        outcomes = []
+        for at_s in (0.0, 5.0):
+            delivery = asyncio.ensure_future(delivering.deliver(MESSAGE))
+            await clock.advance(5)
+            outcomes.append(await delivery)
+        last = asyncio.ensure_future(delivering.deliver(MESSAGE))
+        await clock.advance(3.6)  # past the last window's 1 s margin (of 4.5), inside WeChat's 5 s
         answer.release.set()
-        outcome = await last
-        clock.advance(20)
+        await clock.advance(1)
+        outcomes.append(await last)
+        await clock.advance(20)
         await delivering.drain()
-        return first, second, outcome
+        return outcomes
 
-    first, second, outcome = asyncio.run(scenario())
-    assert (first.kind, second.kind, outcome.kind) == ("not_yet", "not_yet", "success")
+    assert [outcome.kind for outcome in asyncio.run(scenario())] == ["not_yet", "not_yet", "success"]
     assert outbox.backlog() == 1  # pushed once: the job's own fallback found it pushed already

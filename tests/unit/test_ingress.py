@@ -162,13 +162,13 @@ def test_a_delivery_cancelled_before_its_claim_still_claims_and_answers(home):
 
     from starlette.requests import Request
 
-    from functions.common.clock import FixedClock
+    from functions.common.clock import SystemClock
     from functions.common.ledger import ClaimLedger
     from functions.common.records import InboundMessage
 
     overrides = {"home": str(home)}
     generate = GenerateServer(engine_cls=EchoEngine, settings_overrides=overrides)
-    clock = FixedClock(time.time())
+    clock = SystemClock()
     ingress = Ingress(
         InProcessHandle(SlowDecrypt(overrides)), InProcessHandle(IntentServer(overrides)),
         InProcessHandle(RetrieveFromList([POLICY])), InProcessHandle(generate),
@@ -267,3 +267,56 @@ def test_an_inline_handle_calls_on_the_event_loop_and_a_plain_one_in_a_thread():
     loop_thread, inline, threaded = asyncio.run(both())
     assert inline == ("inline", loop_thread)
     assert threaded[0] == "thread" and threaded[1] != loop_thread
+
+
+def test_a_handler_cancelled_after_its_reply_was_ready_takes_its_serving_back(home):
+    """WeChat hangs up in the instant the passive reply is ready: the handler is cancelled
+    before it returns the reply, so the reply must not count as served. WeChat's next
+    delivery then gets it."""
+    import asyncio
+    from urllib.parse import urlencode
+
+    from starlette.requests import Request
+
+    from functions.common.ledger import ClaimLedger
+    from functions.common.records import InboundMessage
+
+    overrides = {"home": str(home)}
+    ingress = Ingress(
+        InProcessHandle(DecryptServer(overrides)), InProcessHandle(IntentServer(overrides)),
+        InProcessHandle(RetrieveFromList([POLICY])), InProcessHandle(GenerateServer(engine_cls=EchoEngine,
+                                                                                    settings_overrides=overrides)),
+        InProcessHandle(EncryptServer(overrides)), InProcessHandle(ReadyOnly()), overrides,
+    )
+    callback = PlatformSimulator(Settings(home=home).account_map()["default"], SystemClock()).callback(text("退货政策是什么"))
+    scope = {"type": "http", "method": "POST", "path": "/wechat/default", "headers": [],
+             "query_string": urlencode(callback.query).encode()}
+
+    async def receive():
+        return {"type": "http.request", "body": callback.body, "more_body": False}
+
+    ledger = ClaimLedger(SQLiteStateStore(home / "state.db"), SystemClock(), ttl_s=3600, job_lease_s=60)
+    key = InboundMessage("default", "gh", "o-user", 0, "text", msg_id="7").dedupe_key
+
+    async def scenario():
+        handler = asyncio.ensure_future(ingress.callback("default", Request(scope, receive)))
+        await asyncio.sleep(0)
+        intake, = ingress._tasks  # the delivery's shielded intake
+        # Serve cancels the handler after the intake finished, before the handler resumes.
+        intake.add_done_callback(lambda _: handler.cancel())
+        try:
+            await handler
+            raise AssertionError("the handler was not cancelled")
+        except asyncio.CancelledError:
+            pass
+        _, (_, outcome) = intake.result()
+        assert outcome.passive_reply  # the reply was ready, and counted served for a moment
+        while ingress._tasks:  # the retraction runs on its own
+            await asyncio.gather(*ingress._tasks)
+        assert not ledger.lookup(key).served
+        return await ingress.callback("default", Request(scope, receive))  # WeChat delivers again
+
+    again = asyncio.run(scenario())
+    assert again.status_code == 200 and ledger.lookup(key).served
+    reply = PlatformSimulator(Settings(home=home).account_map()["default"], SystemClock()).open_reply(again.body)
+    assert reply_text(reply) == "七天无理由退货。\n\n参考：《退货政策》"
