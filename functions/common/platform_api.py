@@ -45,6 +45,7 @@ class Delivered:
     text: str
     at_s: float
     channel: str = "push"  # "passive": the callback's reply; "push": the customer-service API
+    msg_id: str = ""  # the message a passive reply answered (a push names none, as on WeChat)
 
 
 @dataclass
@@ -99,9 +100,9 @@ class PlatformState:
         with self._lock:
             return [m for m in self.delivered if m.to_user == user and m.at_s >= since_s]
 
-    def record_passive(self, appid: str, user: str, text: str) -> None:
+    def record_passive(self, appid: str, user: str, text: str, msg_id: str = "") -> None:
         with self._lock:
-            self.delivered.append(Delivered(appid, user, text, self.clock.now_s(), channel="passive"))
+            self.delivered.append(Delivered(appid, user, text, self.clock.now_s(), channel="passive", msg_id=msg_id))
 
     # ---- what the HTTP endpoints do ----------------------------------------------------
 

@@ -8,12 +8,16 @@ generation time. Never configured for users: ``GenerateServer`` uses it only whe
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 
 from functions.generate.core import Completion, Message
 
 DEFAULT_ANSWER = "青禾家居支持7天无理由退货。"
+# A load test tags each question ("〔17〕"); the answer carries the tag back, so what a user
+# received can be counted per message, not per user (functions/common/emulator.py).
+MESSAGE_TAG = re.compile(r"〔[0-9A-Za-z-]{1,32}〕")
 
 
 class PacedEngine:
@@ -34,5 +38,9 @@ class PacedEngine:
     def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
         time.sleep(self.pace_s(messages))  # blocks its request as real generation would
         text = self.answer[:max_new_tokens]
+        # The tag is bookkeeping, not an answer's words: outside the token budget, so a tagged
+        # burst cuts answers exactly as an untagged one would.
+        tag = MESSAGE_TAG.search(messages[-1]["content"]) if messages else None
         prompt_chars = sum(len(message["content"]) for message in messages)
-        return Completion(text, prompt_chars, len(text), truncated=len(self.answer) > max_new_tokens)
+        return Completion(text + (tag.group(0) if tag else ""), prompt_chars, len(text),
+                          truncated=len(self.answer) > max_new_tokens)
