@@ -135,8 +135,8 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
         serve.delete("sleepy")
 
 
-def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generate: dict,
-                   cpu_steps_actor_options: dict | None = None, *, app_args: dict | None = None,
+def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generate: dict, *,
+                   cpu_steps_actor_options: dict | None = None, app_args: dict | None = None,
                    replicas: dict[str, int] | None = None):
     """Yield a RunningService for one more application on the shared Serve instance: the
     real pipeline with a generator that takes as long as each question says ("#15": 15 s),
@@ -155,10 +155,13 @@ def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generat
     settings = Settings(home=home)
     with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
-    _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
-    light = {step: {**opts, "ray_actor_options": {"num_cpus": 0.01, "runtime_env": {"env_vars": {"PYTHONPATH": str(REPO)}},
-                                                  **({} if step == "generate" else cpu_steps_actor_options or {})}}
-             for step, opts in options.items()}
+    _, local_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
+    light = {}
+    for step, opts in options.items():
+        actor = {"num_cpus": 0.01, "runtime_env": {"env_vars": {"PYTHONPATH": str(REPO)}}}
+        if step != "generate":
+            actor.update(cpu_steps_actor_options or {})
+        light[step] = {**opts, "ray_actor_options": actor}
     if "autoscaling_config" in generate:
         light["generate"].pop("num_replicas", None)  # Serve takes one or the other
     actor_options = {**light["generate"]["ray_actor_options"], **generate.get("ray_actor_options", {})}
@@ -169,7 +172,7 @@ def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generat
     base_url = f"{service.base_url}/{name}"
     emulator = WeChatEmulator(settings.account_map(), base_url)
     with BackgroundServer(emulator_app(emulator), free_port()) as platform:
-        args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2,
+        args = {**local_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2,
                 "wechat_faq_fast_path": False, "wechat_answer_cache": False, "intent_knn": False,
                 "user_burst": 1000, "account_burst": 1000, **(app_args or {})}
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
