@@ -44,9 +44,14 @@ def ray_cluster():
     """The session's Ray: one head node, on-demand. PYTHONPATH lets replicas import the test
     fakes injected into applications. Logical CPUs: several applications share this instance,
     and the fakes need no real CPU."""
+    import os
+
     import ray
     from ray.cluster_utils import Cluster
 
+    # Replicas at normal priority, as `wxassist up` runs them: at Ray's nice 15 they lose the
+    # cores to this test process's own load generator.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "labels": ON_DEMAND,
                                                             "include_dashboard": False})
     ray.init(address=cluster.address, logging_level="WARNING", runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
