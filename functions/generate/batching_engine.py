@@ -87,7 +87,7 @@ class ContinuousBatchingEngine:
         # reading: the cache holds max_requests contexts of 1k tokens, in small pages, and a
         # step takes at most 1k tokens so long prefills are cut into chunks between decode
         # steps: on a 2-core CPU, 94 tokens/s for 16 prompts where 64-token pages and 4k-token
-        # steps gave 65 (README, "Generation: continuous batching").
+        # steps gave 65 (docs/generation-and-scaling.md, "Generation: continuous batching").
         batching = ContinuousBatchingConfig(max_requests_per_batch=max_requests) if self.device.startswith("cuda") else \
             ContinuousBatchingConfig(page_size=32, num_blocks=max_requests * 32, max_batch_tokens=1024,
                                      max_requests_per_batch=max_requests)
