@@ -228,12 +228,20 @@ class DeliveryCoordinator:
         """The reply ``outcome`` carried never left: its handler was cancelled first. Take the
         serving back, so a later delivery serves the reply or the overflow sends it; after the
         last delivery nobody else will, so it overflows now."""
-        if not outcome.passive_reply or not outcome.delivery_id:
-            return
-        entry = await self._blocking(self._ledger.unserve, message.dedupe_key, outcome.delivery_id)
+        if outcome.passive_reply and outcome.delivery_id:
+            entry = await self._blocking(self._ledger.lookup, message.dedupe_key)
+            if entry is not None:
+                await self._take_back(message, entry, outcome.delivery_id, outcome.last)
+
+    async def _take_back(self, message: InboundMessage, entry: LedgerEntry, delivery_id: str, last: bool) -> Outcome:
+        """Undo ``delivery_id``'s serving; what that delivery answers instead."""
+        entry = await self._blocking(self._ledger.unserve, message.dedupe_key, delivery_id) or entry
         logger.warning("a delivery's reply never left (WeChat hung up); its serving is taken back")
-        if entry is not None and outcome.last and entry.state == "done" and not entry.served:
-            await self._push_late(message, entry)
+        if not last:
+            return Outcome("not_yet", deliveries=entry.deliveries)
+        if entry.state == "done" and not entry.served:
+            return await self._push_late(message, entry)
+        return await self._handed_off(message, entry)
 
     async def _claim(self, message: InboundMessage, job_id: str, window_end_s: float) -> Claim | None:
         """The claim, retried while the window lasts: a store restarting for a second must not
@@ -283,9 +291,7 @@ class DeliveryCoordinator:
                 if hung_up.is_set() or (last and self._clock.now_s() >= window_end_s):
                     # WeChat hung up, or the window ran out, while the serving was recorded:
                     # the reply would reach nobody.
-                    await self.retract(message, served)
-                    return Outcome("not_yet", deliveries=entry.deliveries) if not last else \
-                        await self._handed_off(message, entry)
+                    return await self._take_back(message, entry, delivery_id, last)
                 return served
         if entry.state == "pushed":  # handed off by an earlier delivery, which may not have got through
             return await self._handed_off(message, entry)
