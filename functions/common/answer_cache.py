@@ -84,7 +84,7 @@ class AnswerCache:
     def lookup(self, account: str, question: str) -> CachedAnswer | None:
         if not question.strip() or not self._exists():
             return None
-        vector = self._kb.embedder.embed([question])[0]
+        vector = self._kb.embed_query(question).tolist()
         hits = self._client.search(
             self._collection, data=[vector], anns_field="dense", limit=self._candidates,
             filter=f"account == {json.dumps(account)}", search_params={"metric_type": "COSINE"},
@@ -120,7 +120,7 @@ class AnswerCache:
             "doc_ids": cited,
             "doc_hashes": json.dumps(hashes),
             "created_s": self._clock.now_s(),
-            "dense": self._kb.embedder.embed([question])[0],
+            "dense": self._kb.embed_query(question).tolist(),  # question against question: both queries
         }
         self._client.upsert(self._collection, [row])
         return True

@@ -12,7 +12,8 @@
     │   ├── DecryptionFailed            400  bad base64, block size, padding, length, UTF-8
     │   └── AppIdMismatch               403  plaintext addressed to another appid / corp id
     ├── KnowledgeBaseError          the knowledge base cannot be opened or used
-    │   └── KnowledgeBaseBusy           Milvus Lite file held by another process
+    │   ├── KnowledgeBaseBusy           Milvus Lite file held by another process
+    │   └── KnowledgeBaseMismatch       built with another embedder: rebuild it
     ├── ModelError                  model files missing or unusable
     │   └── ModelStoreError             a stored version missing, incomplete or not matching its manifest
     └── StateContention             a shared record kept changing under compare-and-set
@@ -74,6 +75,10 @@ class AppIdMismatch(RejectedRequest):
 
 class KnowledgeBaseError(WxAssistError):
     pass
+
+
+class KnowledgeBaseMismatch(KnowledgeBaseError):
+    """The collection's vectors come from another embedder than the configured one."""
 
 
 class KnowledgeBaseBusy(KnowledgeBaseError):

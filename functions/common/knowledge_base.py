@@ -1,7 +1,14 @@
 """The knowledge base: one Milvus collection holding each chunk's text, a dense embedding
-(all-MiniLM-L6-v2) and a BM25 sparse vector Milvus computes from the text with the jieba
-analyzer. It answers the two searches separately and ``functions.retrieve.core`` fuses them
-(Milvus Lite's own ``hybrid_search`` ranks its negated BM25 scores backwards).
+(the configured embedder: functions/common/embedding.py) and a BM25 sparse vector Milvus
+computes from the text with the jieba analyzer. It answers the two searches separately and
+``functions.retrieve.core`` fuses them (Milvus Lite's own ``hybrid_search`` ranks its negated
+BM25 scores backwards).
+
+The collection records which embedder built it (its name and dimension, as collection
+properties): vectors of two models are not comparable, so a knowledge base refuses to be
+searched or extended with another embedder and says how to rebuild it. It also records
+whether it holds the bundled sample corpus, so an operator's first ingest replaces the
+sample instead of mixing another company's documents with theirs.
 
 Milvus Lite (a local directory, the embedded default) admits one process at a time; the
 retrieve deployment holds it while serving. A Milvus server (``http://…``) has no such limit.
@@ -17,10 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from functions.common.errors import KnowledgeBaseBusy, KnowledgeBaseError
+import numpy as np
+
+from functions.common.embedding import Embedder
+from functions.common.errors import KnowledgeBaseBusy, KnowledgeBaseError, KnowledgeBaseMismatch
 from functions.common.records import Passage
 
-EMBEDDING_DIM = 384
+# Collection properties: what built the collection, and whether it is the bundled sample.
+EMBEDDER_PROPERTY = "wxassist.embedder"
+DIM_PROPERTY = "wxassist.dim"
+SAMPLE_PROPERTY = "wxassist.sample"
+LEGACY_EMBEDDER = "all-MiniLM-L6-v2"  # what every collection made before the property existed
 # VARCHAR limits: a Milvus server counts bytes (Milvus Lite counts characters), so values
 # are clipped by UTF-8 bytes to fit either.
 MAX_TEXT_BYTES = 8192
@@ -29,39 +43,6 @@ MAX_SOURCE_BYTES = 1024
 _PASSAGE_FIELDS = ["doc_id", "source", "title", "text"]
 _LITE_MAX_ROWS = 10_000_000
 _DOC_ID = re.compile(r"^[0-9a-f]{8,64}$")
-
-
-class Embedder(Protocol):
-    dim: int
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
-
-
-class SentenceEmbedder:
-    """sentence-transformers over a model directory on disk; never a hub download. The model
-    loads on first use, so commands that never embed (``kb stats``) never pay for it."""
-
-    dim = EMBEDDING_DIM  # all-MiniLM-L6-v2; checked against the model when it loads
-
-    def __init__(self, model_dir: Path, device: str = "cpu"):
-        self._model_dir = model_dir
-        self._device = device
-        self._model: Any = None
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors = self._loaded().encode(list(texts), normalize_embeddings=True, batch_size=32, show_progress_bar=False)
-        return [vector.tolist() for vector in vectors]
-
-    def _loaded(self) -> Any:
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(str(self._model_dir), device=self._device)
-            if model.get_embedding_dimension() != self.dim:
-                raise KnowledgeBaseError(f"{self._model_dir} embeds in {model.get_embedding_dimension()} dimensions, not {self.dim}")
-            self._model = model
-        return self._model
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +62,12 @@ class KnowledgeBase:
         self._embedder = embedder
         self._is_local = "://" not in uri
         self._client = _connect(uri)
-        # Known once true (collections are never dropped here), so searches skip the check.
+        # Known once true (collections are dropped only by ``rebuild``), so searches skip the check.
         self._collection_exists = bool(self._client.has_collection(collection))
+        self._properties: dict[str, str] = {}
         if self._collection_exists:  # a reopened collection starts released
             self._client.load_collection(collection)
+            self._properties = self._read_properties()
 
     def close(self) -> None:
         self._client.close()
@@ -136,6 +119,51 @@ class KnowledgeBase:
         index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         self._client.create_collection(self._collection, schema=schema, index_params=index)
         self._collection_exists = True
+        self._set_properties({EMBEDDER_PROPERTY: self._embedder.name, DIM_PROPERTY: str(self._embedder.dim),
+                              SAMPLE_PROPERTY: "false"})
+
+    def built_with(self) -> tuple[str, int] | None:
+        """The embedder (name, dimension) that built the collection; None while there is none."""
+        if not self.has_collection():
+            return None
+        dim = self._properties.get(DIM_PROPERTY)
+        return self._properties.get(EMBEDDER_PROPERTY, LEGACY_EMBEDDER), int(dim) if dim else 384
+
+    def check_embedder(self) -> None:
+        """Refuse an embedder other than the one that built the collection: its vectors would
+        be compared with another model's, and every search would quietly go wrong."""
+        built = self.built_with()
+        if built is None or built == (self._embedder.name, self._embedder.dim):
+            return
+        name, dim = built
+        raise KnowledgeBaseMismatch(
+            f"the knowledge base {self._uri} was built with the embedder {name} ({dim} dimensions), but this "
+            f"service embeds with {self._embedder.name} ({self._embedder.dim} dimensions). Rebuild it with the "
+            f"new embedder: `wxassist kb ingest --rebuild YOUR_DOCUMENTS…`, or set WXA_EMBEDDER back to what built it.")
+
+    def rebuild(self) -> None:
+        """Drop the collection and everything beside it (the answer cache): the next ingest
+        builds it afresh with this embedder."""
+        for name in (self._collection, self._collection + "_answers"):
+            if self._client.has_collection(name):
+                self._client.drop_collection(name)
+        self._collection_exists = False
+        self._properties = {}
+
+    @property
+    def holds_sample(self) -> bool:
+        return self._properties.get(SAMPLE_PROPERTY) == "true"
+
+    def mark_sample(self, sample: bool) -> None:
+        self._set_properties({SAMPLE_PROPERTY: "true" if sample else "false"})
+
+    def _read_properties(self) -> dict[str, str]:
+        described = self._client.describe_collection(self._collection)
+        return {str(key): str(value) for key, value in (described.get("properties") or {}).items()}
+
+    def _set_properties(self, properties: dict[str, str]) -> None:
+        self._client.alter_collection_properties(self._collection, properties=properties)
+        self._properties.update(properties)
 
     def has_collection(self) -> bool:
         if not self._collection_exists:
@@ -175,11 +203,12 @@ class KnowledgeBase:
 
     def replace_document(self, doc_id: str, chunks: Sequence[Chunk]) -> None:
         """Delete every chunk of the document, then insert the new ones."""
+        self.check_embedder()
         self.delete_document(doc_id)
         if not chunks:
             return
         texts = [_indexed_text(chunk) for chunk in chunks]
-        vectors = self._embedder.embed(texts)
+        vectors = self._embedder.embed_passages(texts).tolist()
         rows = [
             {
                 "chunk_id": chunk.chunk_id,
@@ -201,17 +230,26 @@ class KnowledgeBase:
 
     # ---- reads -------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         rows = self._all_rows(["doc_id"])
-        return {"documents": len({row["doc_id"] for row in rows}), "chunks": len(rows)}
+        built = self.built_with()
+        return {"documents": len({row["doc_id"] for row in rows}), "chunks": len(rows),
+                "embedder": built[0] if built else None, "dim": built[1] if built else None,
+                "sample": self.holds_sample}
 
-    def dense_search(self, query: str, limit: int) -> list[Passage]:
-        """Best-first by cosine similarity of all-MiniLM-L6-v2 embeddings."""
+    def embed_query(self, query: str) -> np.ndarray:
+        return self._embedder.embed_queries([query])[0]
+
+    def dense_search(self, query: str, limit: int, vector: np.ndarray | None = None) -> list[Passage]:
+        """Best-first by cosine similarity of the embedder's vectors; ``vector``: the query's,
+        when the caller has it already (the intent step embedded the question)."""
         if not query.strip() or not self.has_collection():
             return []
-        vector = self._embedder.embed([query])[0]
+        self.check_embedder()
+        if vector is None:
+            vector = self.embed_query(query)
         hits = self._client.search(
-            self._collection, data=[vector], anns_field="dense", limit=limit,
+            self._collection, data=[np.asarray(vector, dtype=np.float32).tolist()], anns_field="dense", limit=limit,
             output_fields=_PASSAGE_FIELDS, search_params={"metric_type": "COSINE"},
         )[0]
         return [_passage(hit, float(hit["distance"])) for hit in hits]

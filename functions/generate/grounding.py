@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 
 from functions.common.records import Passage
-from functions.common.text import QUESTION_WORD_BIGRAMS, TOKEN_CHAR, bigrams
+from functions.common.text import TOKEN_CHAR, bigrams, coverage
 
 _SENTENCE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]?")
 _FAQ_ANSWER_MARK = "答："
@@ -35,14 +35,6 @@ def support(answer: str, passages: Sequence[Passage], question: str = "") -> flo
         return 0.0
     source_bigrams = set().union(*(bigrams(p.text) for p in passages)) if passages else set()
     return len(answer_bigrams & source_bigrams) / len(answer_bigrams)
-
-
-def coverage(question: str, passage: Passage) -> float:
-    """Share of the question's content bigrams that occur in the passage."""
-    wanted = bigrams(question) - QUESTION_WORD_BIGRAMS
-    if not wanted:
-        return 0.0
-    return len(wanted & bigrams(passage.title + passage.text)) / len(wanted)
 
 
 def leaks_prompt(answer: str, system_prompt: str, window_chars: int = 10) -> bool:

@@ -1,9 +1,11 @@
-"""Business hours, contact and showroom lookup from the knowledge base's structured data.
+"""Business hours, contact and showroom lookup from the operator's structured data.
 
-The data is a JSON file kept with the corpus (``knowledge/structured/business.json`` by
-default, ``WXA_BUSINESS_INFO`` to use another): hotline, online service, e-mail, showroom
-hours and addresses. The answer is assembled from it, never generated, so a phone number or
-an address is exactly what the company wrote down.
+The data is the operator's own JSON file (``WXA_BUSINESS_INFO``, or ``business.json`` in the
+service's home, where the bundled sample corpus puts its company's file beside it): hotline,
+online service, e-mail, showroom hours and addresses. The answer is assembled from it, never
+generated, so a phone number or an address is exactly what the company wrote down. Without
+such a file the tool is not loaded at all: another company's hotline must never answer for
+this one, and such questions go to the operator's knowledge base instead.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from functions.common.errors import ConfigurationError
 
-BUNDLED_BUSINESS_INFO = Path(__file__).resolve().parents[2] / "knowledge" / "structured" / "business.json"
+HOME_FILE = "business.json"  # in the service's home: the operator's business facts
 MAX_QUESTION_CHARS = 40  # a long message is a real question: leave it to retrieval
 
 _STORE = re.compile(r"门店|实体店|线下店|体验店|展厅|体验馆|旗舰店|店")
@@ -30,13 +32,17 @@ class BusinessInfo:
     name = "business_info"
     intents = ("business_hours", "contact", "showroom_address")
 
-    def __init__(self, path: str | Path | None = None):
-        source = Path(path) if path else BUNDLED_BUSINESS_INFO
+    def __init__(self, path: str | Path):
+        source = Path(path)
         try:
             self._data = json.loads(source.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"business info {source} cannot be read: {type(exc).__name__}") from exc
         self._cities = [store["city"] for store in self._data.get("showrooms", [])]
+
+    @property
+    def company(self) -> str:
+        return str(self._data.get("company") or "")
 
     def parse(self, text: str) -> Mapping[str, Any] | None:
         folded = unicodedata.normalize("NFKC", text).strip()
@@ -71,3 +77,25 @@ class BusinessInfo:
         lines = [f"{store['name']}：{store['address']}" for store in wanted or stores]
         heading = "" if wanted else f"{data['company']}目前有 {len(stores)} 家门店：\n"
         return heading + "\n".join(lines) + f"\n营业时间：{data['showroom_hours']}。"
+
+
+def operator_business_info(settings) -> Path | None:
+    """The operator's business facts: ``WXA_BUSINESS_INFO``, else ``business.json`` in the home
+    (put there with the sample corpus, removed with it), else none."""
+    if settings.business_info is not None:
+        return Path(settings.business_info)
+    path = settings.home_dir() / HOME_FILE
+    return path if path.is_file() else None
+
+
+def company_name(settings) -> str:
+    """The operator's company name: ``WXA_COMPANY_NAME``, else their business facts', else none."""
+    if settings.company_name:
+        return settings.company_name
+    path = operator_business_info(settings)
+    if path is None:
+        return ""
+    try:
+        return BusinessInfo(path).company
+    except ConfigurationError:
+        return ""

@@ -7,11 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from functions.common.embedding import Embedder, shared_embedder
 from functions.common.records import InboundMessage, Intent, Route
 from functions.common.sensitive import SensitiveWordFilter, word_lists_from
-from functions.common.settings import load_settings
+from functions.common.settings import Settings, load_settings
+from functions.intent.business_info import BusinessInfo, company_name, operator_business_info
+from functions.intent.by_examples import BUNDLED_EXAMPLES, HybridEmbedding, KnnIntent, LinearIntent, read_examples
 from functions.intent.core import IntentClassifier, IntentTexts
-from functions.intent.knn import BUNDLED_EXAMPLES, HybridEmbedding, KnnIntent, read_examples
 from functions.intent.tools import load_tools
 from observability.logs import audit_event, hashed_user
 from observability.tracing import ReportsSpans, configure_for, set_attributes, traced
@@ -21,6 +23,7 @@ class IntentServer(ReportsSpans):
     def __init__(self, settings_overrides: dict[str, Any] | None = None):
         settings = load_settings(**(settings_overrides or {}))
         configure_for("intent", settings)
+        embedder = shared_embedder(settings) if settings.intent_knn else None
         self._core = IntentClassifier(
             IntentTexts(
                 welcome=settings.welcome_text,
@@ -33,10 +36,12 @@ class IntentServer(ReportsSpans):
                 goodbye=settings.goodbye_text,
                 menu=settings.menu,
                 abuse=settings.abuse_text,
+                identity=identity_text(settings),
             ),
-            load_tools(settings.tools, {"business_info": {"path": settings.business_info}, **settings.tool_options}),
-            _knn(settings),
+            _tools(settings),
+            _by_examples(settings, embedder),
             settings.intent_threshold,
+            (lambda text: embedder.embed_queries([text])[0]) if embedder is not None else None,
         )
         self._filter = SensitiveWordFilter(word_lists_from(settings.word_lists))
         self._refused_text = settings.refused_input_text
@@ -64,16 +69,33 @@ class IntentServer(ReportsSpans):
         return self._core.classify(message)
 
 
-def _knn(settings) -> KnnIntent | None:
-    if not settings.intent_knn:
+def identity_text(settings: Settings) -> str:
+    """Who the assistant is: ``WXA_IDENTITY_TEXT``, or one made from the assistant's and the
+    operator's company's names (never another company's)."""
+    if settings.identity_text:
+        return settings.identity_text
+    company = company_name(settings)
+    who = f"{company}的{settings.assistant_name}" if company else settings.assistant_name
+    return f"您好，我是{who}，可以根据{company or '我们'}的资料回答您的问题。需要人工服务时请发送“人工”。"
+
+
+def _tools(settings: Settings):
+    """The configured tools; the business-facts tool only with the operator's own facts."""
+    business = operator_business_info(settings)
+    paths = [path for path in settings.tools if business is not None or not path.endswith(f":{BusinessInfo.__name__}")]
+    return load_tools(paths, {"business_info": {"path": business}, **settings.tool_options})
+
+
+def _by_examples(settings: Settings, embedder: Embedder | None) -> LinearIntent | KnnIntent | None:
+    if embedder is None:
         return None
-    return _classifier(settings.intent_examples or BUNDLED_EXAMPLES, settings.embedding_dir(), settings.intent_dense_weight)
+    return _classifier(settings.intent_examples or BUNDLED_EXAMPLES, embedder, settings.intent_dense_weight,
+                       settings.intent_model)
 
 
 @functools.lru_cache(maxsize=4)
-def _classifier(examples: Path, model_dir: Path, dense_weight: float) -> KnnIntent:
+def _classifier(examples: Path, embedder: Embedder, dense_weight: float, model: str) -> LinearIntent | KnnIntent:
     """Built once per process: embedding the examples takes a second or two on CPU."""
-    from functions.common.knowledge_base import SentenceEmbedder
-
-    embedding = HybridEmbedding(SentenceEmbedder(model_dir).embed, dense_weight=dense_weight)
-    return KnnIntent(read_examples(examples), embedding)
+    embedding = HybridEmbedding(lambda texts: embedder.embed_queries(texts), dense_weight=dense_weight)
+    kind = LinearIntent if model == "linear" else KnnIntent
+    return kind(read_examples(examples), embedding)
