@@ -38,6 +38,8 @@ from functions.common.records import Answer, InboundMessage, Intent, Rejection, 
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
+from functions.cli.eval_command import register_eval_command
+from functions.ingress.answer_mode import AnswerModes
 from functions.common.model_store.cli import positive_int, register_model_commands
 from functions.common.pipeline_bench import register_pipeline_bench
 from functions.common.serve_config import APP_NAME, read_serve_config_file
@@ -94,8 +96,12 @@ class Ingress(ReportsSpans):
         self._memory = ConversationMemory(
             store, clock, ttl_s=settings.memory_ttl_s, max_turns=settings.memory_max_turns
         )
+        self._answer_modes = AnswerModes({name: account.answer_mode for name, account in settings.account_map().items()},
+                                         lambda: self._generate.describe.remote(), clock)
+        self._quote_intro = settings.quote_intro
         self._faq_accounts = {name for name, account in settings.account_map().items() if account.faq_fast_path}
-        self._cache_accounts = {name for name, account in settings.account_map().items() if account.answer_cache}
+        self._cache_accounts = {name for name, account in settings.account_map().items()
+                                if account.answer_cache and settings.answer_cache}
         self._passive_only = {name for name, account in settings.account_map().items() if account.strategy == "passive-only"}
         self._outbox = Outbox(store, clock)
         self._outbox_max_pending = settings.outbox_max_pending
@@ -118,6 +124,8 @@ class Ingress(ReportsSpans):
         self._max_deferred = settings.max_deferred_answers
         self._deferred_waiting = 0
         self._max_question_chars = settings.max_question_chars
+        self._max_new_tokens = settings.max_new_tokens
+        self._first_window_s = settings.delivery_window_s
 
         self._delivery = DeliveryCoordinator(
             ClaimLedger(store, clock, ttl_s=settings.ledger_ttl_s, job_lease_s=settings.job_lease_s),
@@ -274,6 +282,11 @@ class Ingress(ReportsSpans):
         return JSONResponse({"error": "InProgress", "reason": "the answer is still being prepared"},
                             status_code=503), None
 
+    async def evaluate(self, message: InboundMessage) -> tuple[Reply, dict[str, Any]]:
+        """One message answered as its first delivery would answer it, without delivering or
+        logging it: the reply, and how it was made (``wxassist eval``)."""
+        return await self._answer(message, self._max_new_tokens, self._clock.now_s() + self._first_window_s)
+
     async def _answer_job(self, message: InboundMessage, max_new_tokens: int, deadline_s: float | None = None) -> Reply:
         """One message's job, run once however many deliveries it gets."""
         started_s = time.monotonic()
@@ -320,6 +333,8 @@ class Ingress(ReportsSpans):
             if intent.route is Route.HANDOFF and self._handoff_transfer:
                 return await self._encrypt.handoff_reply.remote(message, self._handoff_text), details
             if intent.reply is not None:
+                if intent.route is Route.TOOL:
+                    details["answer_source"] = "tool"
                 return await self._encrypt.text_reply.remote(message, intent.reply), details
             return await self._answer_question(message, intent, max_new_tokens, details, deadline_s), details
         except Exception as exc:  # the user gets an apology, WeChat gets a 200, the log the cause
@@ -343,26 +358,35 @@ class Ingress(ReportsSpans):
         # from, or put in, the cache.
         caching = intent.route is Route.KNOWLEDGE and message.account in self._cache_accounts and not history
         passages: list = []
+        quote = None
         if intent.route is Route.KNOWLEDGE:
             found = await self._retrieve.find.remote(
                 question, retrieval_query(question, history), message.account in self._faq_accounts,
-                message.account if caching else None,
+                message.account if caching else None, intent.query_vector,
             )
             if found.answer:  # curated or cached: no GPU time
-                details["grounding"] = found.kind
+                details.update(grounding=found.kind, answer_source=found.kind, documents=list(found.documents))
                 await self._remember(message, question, found.answer)
                 return await self._encrypt.text_reply.remote(message, found.answer, found.sources)
-            passages = list(found.passages)
-            details["passages"] = len(passages)
-            if not passages:  # nothing to ground an answer in: say so, spend no GPU time
+            passages, quote = list(found.passages), found.quote
+            details.update(passages=len(passages), answerable_p=found.confidence)
+            if not passages or not found.answerable:  # retrieval's evidence: not in the documents
+                details["answer_source"] = "not_found"
                 return await self._encrypt.text_reply.remote(message, self._no_answer_text)
+            seconds_left = deadline_s - self._clock.now_s() if deadline_s is not None else None
+            if quote is not None and not await self._answer_modes.generates(message.account, question, seconds_left):
+                details.update(grounding="extractive", answer_source="extract", documents=list(quote.documents))
+                return await self._answer_reply(message, question, Answer(quote.text, quote.titles,
+                                                                          grounding="extractive"), passages, False)
         try:
-            answer = await self._generate_answer(question, passages, max_new_tokens, history, deadline_s)
+            answer = await self._generate_answer(question, passages, max_new_tokens, history, deadline_s, quote)
         except self._generate_full:
             details["deferred"] = True
-            return await self._defer(message, question, passages, history, caching)
+            return await self._defer(message, question, passages, history, caching, quote)
         details.update(grounding=answer.grounding, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
-                       truncated=answer.truncated)
+                       truncated=answer.truncated, answer_source=_answer_source(answer),
+                       documents=list(quote.documents) if answer.grounding == "extractive" and quote is not None
+                       else [passage.source for passage in passages[:1] if answer.text])
         return await self._answer_reply(message, question, answer, passages, caching)
 
     async def _generate_answer(self, *args) -> Answer:
@@ -383,13 +407,17 @@ class Ingress(ReportsSpans):
         if not answer.text:
             return await self._encrypt.text_reply.remote(message, self._no_answer_text)
         await self._remember(message, question, answer.text)
-        if cache and answer.grounding in ("generated", "extractive"):
+        if cache and answer.grounding == "generated":  # a quote costs nothing to make again
             self._in_background(self._retrieve.remember_answer.remote(
                 message.account, question, answer.text, answer.sources, passages
             ))
+        if answer.grounding == "extractive":  # marked as a quote, naming where it comes from
+            intro = self._quote_intro.format(titles="》《".join(answer.sources)) if answer.sources else ""
+            return await self._encrypt.text_reply.remote(message, f"{intro}\n{answer.text}" if intro else answer.text)
         return await self._encrypt.text_reply.remote(message, answer.text, answer.sources)
 
-    async def _defer(self, message: InboundMessage, question: str, passages: list, history, cache: bool) -> Reply:
+    async def _defer(self, message: InboundMessage, question: str, passages: list, history, cache: bool,
+                     quote=None) -> Reply:
         """Generate's queue is full: tell the user the answer is coming, and generate it as
         soon as there is room, in the background; it then goes out through the account's
         overflow (pushed, or held for "继续") like any answer the passive window missed."""
@@ -403,23 +431,23 @@ class Ingress(ReportsSpans):
         if held:  # a "继续" meanwhile waits for it instead of finding nothing
             await asyncio.to_thread(self._continuations.expect, message, job_id)
         audit_event("deferred", account=message.account, user=hashed_user(message.from_user), msg_id=message.msg_id)
-        self._in_background(self._answer_later(message, job_id, question, passages, history, cache))
+        self._in_background(self._answer_later(message, job_id, question, passages, history, cache, quote))
         return await self._encrypt.text_reply.remote(message, self._busy_text["held" if held else "push"])
 
     async def _answer_later(self, message: InboundMessage, job_id: str, question: str, passages: list, history,
-                            cache: bool) -> None:
+                            cache: bool, quote=None) -> None:
         try:
-            await self._answer_when_there_is_room(message, job_id, question, passages, history, cache)
+            await self._answer_when_there_is_room(message, job_id, question, passages, history, cache, quote)
         finally:
             self._deferred_waiting -= 1
 
     async def _answer_when_there_is_room(self, message: InboundMessage, job_id: str, question: str, passages: list,
-                                         history, cache: bool) -> None:
+                                         history, cache: bool, quote=None) -> None:
         give_up_at = time.monotonic() + self._deferred_ttl_s
         pause_s = 0.5
         while True:
             try:
-                answer = await self._generate_answer(question, passages, None, tuple(history))
+                answer = await self._generate_answer(question, passages, None, tuple(history), None, quote)
                 reply = await self._answer_reply(message, question, answer, passages, cache)
                 break
             except self._generate_full:
@@ -526,6 +554,11 @@ class Ingress(ReportsSpans):
 
 
 FOLLOW_UP = re.compile(r"^(那|那么|还有|另外|它|他|她|这个|那个|这|那些|这些|and\b|what about)|呢[？?]?$", re.IGNORECASE)
+
+
+def _answer_source(answer: Answer) -> str:
+    """How the model's answer reached the user: its own text, or the quote that replaced it."""
+    return {"generated": "model", "none": "model", "extractive": "extract"}.get(answer.grounding, "not_found")
 
 
 def retrieval_query(question: str, history: tuple[Turn, ...], short_chars: int = 12) -> str:
@@ -732,7 +765,7 @@ def _cmd_up(opts: argparse.Namespace) -> int:
         print(f"{'Generated' if generated else 'Using'} development credentials in {home}/dev-credentials.json")
     # A bad config file is refused before any model or knowledge base work.
     http_options, app_args, deployment_options = read_serve_config(Path(opts.config))
-    _ensure_model(settings)
+    ensure_model(settings)
     ensure_sample_knowledge(settings)
 
     host = opts.host or http_options.get("host", "127.0.0.1")
@@ -813,7 +846,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _ensure_model(settings) -> None:
+def ensure_model(settings) -> None:
     if settings.model:
         return  # a store version is restored by the replicas themselves
     from functions.generate.gguf_import import ensure_demo_model
@@ -862,7 +895,8 @@ BURST_GENERATE_CONCURRENCY = 4
 BURST_ANSWER_S = 0.5
 # The FAQ fast path and the answer cache would answer the burst's one question without
 # generating: off, so the burst measures deliveries against a generator's pace.
-BURST_SETTINGS = {"push_poll_s": 0.2, "wechat_faq_fast_path": False, "wechat_answer_cache": False}
+BURST_SETTINGS = {"push_poll_s": 0.2, "wechat_faq_fast_path": False, "wechat_answer_cache": False,
+                  "answerability": "off", "wechat_answer_mode": "generate"}
 
 
 def nothing_left_to_send(settings):
@@ -962,6 +996,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.set_defaults(handler=_cmd_chat)
 
     register_kb_commands(commands)
+    register_eval_command(commands)
 
     register_model_commands(commands)
     register_trace_command(commands)

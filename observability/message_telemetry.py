@@ -110,8 +110,11 @@ class MessageTelemetry:
             metrics.DEADLINE_MISSES.inc()
         if route == "knowledge":
             metrics.KNOWLEDGE_ANSWERS.labels(str(details.get("grounding", "none"))).inc()
+        if details.get("answer_source"):
+            metrics.ANSWERS.labels(str(details["answer_source"])).inc()
         set_attributes(**{"wxassist.route": route, "wxassist.outcome": outcome,
                           "wxassist.grounding": details.get("grounding"),
+                          "wxassist.answer_source": details.get("answer_source"),
                           "wxassist.passages": details.get("passages"),
                           "wxassist.intent": details.get("intent"),
                           "gen_ai.usage.input_tokens": details.get("tokens_in"),

@@ -42,6 +42,8 @@ REPLIES = Counter("wxassist_replies", "Replies that reached the user, by how: pa
                   ["mode"], registry=REGISTRY)
 DELIVERIES = Counter("wxassist_deliveries", "WeChat's deliveries (retries included), by outcome", ["outcome"],
                      registry=REGISTRY)
+ANSWERS = Counter("wxassist_answers", "Answers to questions by how they were made: model, extract (a quote), "
+                  "faq, cache, tool, not_found", ["source"], registry=REGISTRY)
 KNOWLEDGE_ANSWERS = Counter("wxassist_knowledge_answers",
                             "Knowledge answers by source: faq and cache cost no GPU time", ["source"],
                             registry=REGISTRY)

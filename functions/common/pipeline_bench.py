@@ -101,7 +101,8 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...],
 
     home = Path(tempfile.mkdtemp(prefix="wxassist-pipeline-"))
     overrides = {"home": str(home), "user_burst": 0, "account_burst": 0, "intent_knn": False,
-                 "wechat_faq_fast_path": False, "wechat_answer_cache": False, "log_level": "WARNING"}
+                 "wechat_faq_fast_path": False, "wechat_answer_cache": False,
+                 "answerability": "off", "wechat_answer_mode": "generate", "log_level": "WARNING"}
     settings = load_settings(**overrides)
     ensure_dev_credentials(home)
     account = settings.account_map()["default"]

@@ -89,6 +89,7 @@ class Quote:
     text: str
     titles: tuple[str, ...]  # the documents quoted, best first
     documents: tuple[str, ...]  # their sources (paths as ingested)
+    score: float = 0.0  # cosine of the question and the best quoted sentence
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ AccountKind = Literal["mp", "wecom"]
 # API (needs that permission: verified Official Accounts, WeCom apps). passive-only: it is
 # held for the user to fetch with "继续" (unverified accounts, which cannot push).
 DeliveryStrategy = Literal["passive-then-push", "passive-only"]
+AnswerMode = Literal["generate", "extract", "auto"]
 
 DEFAULT_SYSTEM_PROMPT = (
     "你是青禾家居的微信客服助手。只根据“参考资料”回答用户的问题，回答简洁、礼貌，使用中文。"
@@ -59,6 +60,9 @@ class AccountConfig(BaseModel):
     strategy: DeliveryStrategy = "passive-then-push"
     faq_fast_path: bool = True  # answer close matches of curated FAQ entries without the GPU
     answer_cache: bool = True  # serve generated answers again to the same question
+    # How knowledge answers are made: by the model, by quoting the documents, or (auto) by the
+    # model when it writes the question's language in time, else by quoting at once.
+    answer_mode: AnswerMode = "auto"
     # WeChat's plain mode: a plain callback's body is signed by nothing, and anyone who sees
     # one signed URL could send any message under it for 5 minutes. An account with an
     # EncodingAESKey therefore takes encrypted callbacks only, unless this says otherwise.
@@ -127,6 +131,7 @@ class Settings(BaseSettings):
     wechat_strategy: DeliveryStrategy = "passive-then-push"
     wechat_faq_fast_path: bool = True
     wechat_answer_cache: bool = True
+    wechat_answer_mode: AnswerMode = "auto"
     wechat_plain_callbacks: bool = False
     wechat_api_base: str = "https://api.weixin.qq.com"
     accounts: list[AccountConfig] = []
@@ -151,6 +156,9 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(default=6.0, gt=0, le=9.0)
     delivery_window_s: float = 4.5  # how long one delivery waits for the answer (WeChat: 5 s)
     generate_tokens_per_s: float = 12.0  # for the token budget left before the last window
+    # The languages the model writes ("zh", "en"); empty: the engine says, or its family does
+    # (SmolLM2, the demo model: English only). answer_mode auto quotes where it cannot write.
+    generate_languages: list[str] = []
     push_poll_s: float = 0.5  # how often a push replica looks for due outbox items
     push_lease_s: float = 30.0  # a push replica that dies holding items frees them after this
     # passive-only accounts: how long held answers wait for "继续", and how long a "继续"
@@ -166,7 +174,7 @@ class Settings(BaseSettings):
     # Intent by nearest labelled examples (functions/intent/knn.py), after the rules and tools.
     intent_knn: bool = True
     intent_examples: Path | None = None  # JSONL of {"text", "route"}; default: knowledge/intents/
-    intent_threshold: float = 0.6  # confidence a label needs; below it, the knowledge default
+    intent_threshold: float = 0.35  # probability a label needs; below it, the knowledge default
     # Share of the embedder's cosine in the similarity (rest: character n-grams), and the model
     # over it: linear (softmax regression) or knn. Chosen on the bundled examples' held-out
     # splits (bench/intent_accuracy.py).
@@ -206,7 +214,17 @@ class Settings(BaseSettings):
     embedding_query_prefix: str = ""  # a store or directory model's roles, e.g. "query: " for e5
     embedding_passage_prefix: str = ""
     retrieve_top_k: int = 3
+    # Whether the passages found answer the question: "retrieval" weighs the search's evidence
+    # (functions/retrieve/answerability.py; a model fitted per embedder, or the JSON file
+    # answerability_model names); "coverage" is the old bigram rule, kept to measure against.
+    # "off": no verdict, no quote: every question with passages goes to the model, whose grounding
+    # guard alone decides (the behaviour before answerability; tests of delivery use it).
+    answerability: Literal["retrieval", "coverage", "off"] = "retrieval"
+    answerability_model: Path | None = None
+    # How a quoted (extractive) answer is introduced; {titles}: the documents, joined by 》《.
+    quote_intro: str = "以下内容摘自《{titles}》："
     faq_threshold: float = 0.78  # faq_similarity above which the curated answer is used as is
+    answer_cache: bool = True  # false: no account uses the answer cache (wxassist eval leaves it alone)
     answer_cache_ttl_s: float = 7 * 86400.0  # a cached answer is regenerated after this
     answer_cache_threshold: float = 0.8  # faq_similarity a question needs to a cached one
 
@@ -364,6 +382,7 @@ class Settings(BaseSettings):
                 strategy=self.wechat_strategy,
                 faq_fast_path=self.wechat_faq_fast_path,
                 answer_cache=self.wechat_answer_cache,
+                answer_mode=self.wechat_answer_mode,
                 plain_callbacks=self.wechat_plain_callbacks,
             )
         dev = read_dev_credentials(self.home_dir())
@@ -372,7 +391,8 @@ class Settings(BaseSettings):
         return AccountConfig(
             name=DEFAULT_ACCOUNT,
             **{"strategy": self.wechat_strategy, "faq_fast_path": self.wechat_faq_fast_path,
-               "answer_cache": self.wechat_answer_cache, "plain_callbacks": self.wechat_plain_callbacks,
+               "answer_cache": self.wechat_answer_cache, "answer_mode": self.wechat_answer_mode,
+               "plain_callbacks": self.wechat_plain_callbacks,
                **dev, "development": True},
         )
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from functions.common.clock import Clock, SystemClock
 from functions.common.injection import remove_instructions
-from functions.common.records import Answer, Passage, Turn
+from functions.common.records import Answer, Passage, Quote, Turn
 from functions.generate.grounding import acceptable, coverage, extractive_answer
 from functions.generate.pace import DecodePace
 
@@ -110,6 +110,23 @@ def build_messages(
     return [{"role": "system", "content": system_prompt}, *earlier, {"role": "user", "content": user}]
 
 
+# Model families that write English only: the bundled demo model. Any other model is taken to
+# write Chinese and English (DeepSeek, Qwen) unless the engine or WXA_GENERATE_LANGUAGES says.
+ENGLISH_ONLY_FAMILIES = ("smollm",)
+
+
+def engine_languages(engine: Engine, configured: Sequence[str] = ()) -> tuple[str, ...]:
+    """The languages the engine's model writes ("zh", "en"): the setting, else the engine's
+    own ``languages``, else by the model's family."""
+    if configured:
+        return tuple(configured)
+    declared = getattr(engine, "languages", None)
+    if declared:
+        return tuple(declared)
+    name = engine.model_name.lower()
+    return ("en",) if any(family in name for family in ENGLISH_ONLY_FAMILIES) else ("zh", "en")
+
+
 class Generator:
     def __init__(
         self,
@@ -138,6 +155,10 @@ class Generator:
     def engine(self) -> Engine:
         return self._engine
 
+    @property
+    def pace(self) -> DecodePace:
+        return self._pace
+
     def answer(
         self,
         question: str,
@@ -145,9 +166,12 @@ class Generator:
         max_new_tokens: int | None = None,
         history: Sequence[Turn] = (),
         deadline_s: float | None = None,
+        quote: Quote | None = None,
     ) -> Answer:
         """``deadline_s`` (epoch seconds): when the answer must be back; the token budget then
-        shrinks to what this replica's measured pace fits, and ``truncated`` says it was cut."""
+        shrinks to what this replica's measured pace fits, and ``truncated`` says it was cut.
+        ``quote``: retrieval's quote, when its evidence says the passages answer the question;
+        an answer the passages do not support is then replaced by the quote."""
         budget = min(max_new_tokens or self._max_new_tokens, self._max_new_tokens)
         if deadline_s is not None:
             budget = self._pace.affordable(deadline_s - self._clock.now_s(), budget)
@@ -162,13 +186,17 @@ class Generator:
         text = tidy(strip_think(completion.text), question, completion.truncated)
         sources = tuple(dict.fromkeys(passage.title for passage in passages))
         grounding = "generated" if passages else "none"
-        # Passages that do not share the question's content words are not about it: whatever
-        # the model said from them is not grounded, and quoting them would mislead.
-        on_topic = not passages or max(coverage(question, p) for p in passages) >= self._min_coverage
+        # Without retrieval's verdict (a caller that has none), passages that do not share the
+        # question's content words are taken as not about it: whatever the model said from
+        # them is not grounded, and quoting them would mislead.
+        on_topic = quote is not None or not passages or \
+            max(coverage(question, p) for p in passages) >= self._min_coverage
         fit = on_topic and acceptable(
             text, passages, question=question, system_prompt=self._system_prompt, min_support=self._min_support
         )
-        if not fit and passages and on_topic:
+        if not fit and quote is not None:
+            text, grounding, sources = quote.text, "extractive", quote.titles
+        elif not fit and passages and on_topic:
             best = max(passages, key=lambda p: coverage(question, p))
             text, grounding = extractive_answer(question, [best]), "extractive"
             sources = (best.title,)  # the extract quotes only that passage

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from functions.common.records import Answer, Passage, Turn
+from functions.common.records import Answer, Passage, Quote, Turn
 from functions.common.settings import Settings, load_settings
-from functions.generate.core import Generator
+from functions.generate.core import Generator, engine_languages
 from functions.generate.pace import DecodePace
 from observability import metrics
 from observability.tracing import ReportsSpans, configure_for, set_attributes, traced
@@ -80,6 +80,7 @@ class GenerateServer(ReportsSpans):
             pace=DecodePace(settings.generate_tokens_per_s),
         )
 
+        self._languages = engine_languages(engine, settings.generate_languages)
         self._answers = 0
         # Guards each request's "started" flag: a request cancelled in the queue and the pool
         # thread picking it up must agree on which of them takes it out of the queue gauge.
@@ -98,13 +99,14 @@ class GenerateServer(ReportsSpans):
         max_new_tokens: int | None = None,
         history: tuple[Turn, ...] = (),
         deadline_s: float | None = None,
+        quote: Quote | None = None,
     ) -> Answer:
         self._answers += 1
         arrived_s = time.monotonic()
         started = threading.Event()  # set in the pool thread: a request cancelled while queued never starts
         metrics.GENERATE_QUEUE.inc()  # in the pool's queue, not yet at the engine
         call = functools.partial(self._generate, started, arrived_s, question, passages, max_new_tokens, history,
-                                 deadline_s)
+                                 deadline_s, quote)
         try:
             answer, queue_wait_s = await asyncio.get_running_loop().run_in_executor(self._pool, call)
         finally:
@@ -136,11 +138,13 @@ class GenerateServer(ReportsSpans):
         finally:
             metrics.GENERATE_BATCH.dec()
 
-    def describe(self) -> dict[str, str]:
-        """Which model, on what device and in which dtype this replica generates with."""
+    def describe(self) -> dict[str, Any]:
+        """Which model, on what device and in which dtype this replica generates with, the
+        languages it writes and its measured pace: what the ingress's answer mode asks."""
         engine = self._core.engine
         return {"model": engine.model_name, "device": str(getattr(engine, "device", "cpu")),
-                "dtype": str(getattr(engine, "dtype", "")).removeprefix("torch.")}
+                "dtype": str(getattr(engine, "dtype", "")).removeprefix("torch."),
+                "languages": list(self._languages), "tokens_per_s": round(self._core.pace.tokens_per_s, 3)}
 
     def close(self) -> None:
         """Stop the engine's background work (continuous batching's loop) and the pool."""

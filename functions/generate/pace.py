@@ -29,6 +29,14 @@ class DecodePace:
             sample = elapsed_s / tokens_out
             self._seconds_per_token += self._smoothing * (sample - self._seconds_per_token)
 
+    @property
+    def tokens_per_s(self) -> float:
+        return 1.0 / self._seconds_per_token
+
+    def seconds_for(self, tokens: int) -> float:
+        """How long ``tokens`` take at the current pace, with the margin."""
+        return tokens * self._seconds_per_token + self._margin_s
+
     def affordable(self, seconds_left: float, cap: int) -> int:
         """Tokens that fit in ``seconds_left`` at the current pace, within [min, cap]: an
         answer cut below the floor says too little to be worth sending early."""

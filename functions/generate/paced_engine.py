@@ -22,6 +22,7 @@ MESSAGE_TAG = re.compile(r"〔[0-9A-Za-z-]{1,32}〕")
 
 class PacedEngine:
     model_name = "paced"
+    languages = ("zh", "en")  # it stands in for a production model
 
     def __init__(self, seconds_per_answer: float = 0.5, answer: str = DEFAULT_ANSWER):
         if seconds_per_answer < 0:

@@ -124,9 +124,9 @@ class IntentClassifier:
         tool = self._tools.answer(content)
         if tool is not None:
             return Intent(Route.TOOL, 1.0, f"tool {tool.tool}: {tool.intent}", query=content.strip(), reply=tool.text)
-        return self._by_examples(content.strip())
+        return self._from_examples(content.strip())
 
-    def _by_examples(self, content: str) -> Intent:
+    def _from_examples(self, content: str) -> Intent:
         """The labelled examples decide when the classifier is sure enough; otherwise, and for
         knowledge and tool-like questions no tool took, the knowledge route."""
         vector = self._embed_query(content) if self._embed_query is not None else None

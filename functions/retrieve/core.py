@@ -36,7 +36,9 @@ class PassageSearch(Protocol):
 
 @dataclass(frozen=True)
 class FusionWeights:
-    keyword: float = 0.3
+    # Chosen on the sample corpus's tuning questions (bench/tuning/): keyword 0.6 and a
+    # relative floor of 0.3 put the right document first for 78% and in the top 3 for 93%.
+    keyword: float = 0.6
     dense: float = 1.0
     dense_floor_rank: int = 9  # the candidate whose cosine counts as "no match" on the dense side
 
@@ -89,7 +91,7 @@ class Retriever:
         *,
         weights: FusionWeights = FusionWeights(),
         max_per_document: int = 2,
-        min_relative_score: float = 0.5,
+        min_relative_score: float = 0.3,
         candidates_per_list: int = 12,
     ):
         self._search = search

@@ -34,6 +34,7 @@ class FaqHit:
     answer: str
     doc_id: str
     score: float
+    source: str = ""  # the FAQ document's name as ingested
 
 
 def faq_answer(passage: Passage) -> str | None:
@@ -59,5 +60,5 @@ class FaqMatcher:
                 continue
             score = faq_similarity(question, passage.title)
             if score >= self._threshold and (best is None or score > best.score):
-                best = FaqHit(passage.title, answer, passage.doc_id, round(score, 4))
+                best = FaqHit(passage.title, answer, passage.doc_id, round(score, 4), passage.source)
         return best

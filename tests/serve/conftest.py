@@ -66,7 +66,8 @@ def ray_cluster():
 def service(ray_cluster, tmp_path_factory) -> RunningService:
     from ray import serve
 
-    from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
+    from functions.common.embedding import build_embedder
+    from functions.common.knowledge_base import KnowledgeBase
     from functions.generate.gguf_import import ensure_demo_model
     from knowledge.ingest import ingest
     from serve_app import APP_NAME, DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
@@ -75,7 +76,7 @@ def service(ray_cluster, tmp_path_factory) -> RunningService:
     ensure_dev_credentials(home)
     settings = Settings(home=home, model_cache=REPO / ".wxassist" / "models")
     ensure_demo_model(settings.model_dir())  # make setup normally did this
-    with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
+    with KnowledgeBase(settings.kb_location(), settings.kb_collection, build_embedder(settings)) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR])
 
     _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
@@ -101,7 +102,8 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
     that takes as long as each question says, for WeChat's deadlines."""
     from ray import serve
 
-    from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
+    from functions.common.embedding import build_embedder
+    from functions.common.knowledge_base import KnowledgeBase
     from knowledge.ingest import ingest
     from serve_app import DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
     from tests.fakes import SleepyEngine
@@ -117,7 +119,7 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
     config = home / "accounts.yaml"
     config.write_text(yaml.safe_dump({"accounts": [{**lite.model_dump(), "token": "lite-token", "aes_key": "L" * 43}],
                                       **SLEEPY_S3_KEYS}))
-    with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
+    with KnowledgeBase(settings.kb_location(), settings.kb_collection, build_embedder(settings)) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
     _, app_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
     # Accounts (secrets) reach replicas only through the environment or WXA_CONFIG.
@@ -133,6 +135,8 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
         # carry real traffic in the Serve tests.
         args = {**app_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2,
                 "wechat_faq_fast_path": False, "wechat_answer_cache": False, "intent_knn": False,
+                # The generator's pace is under test: every question goes to it.
+                "answerability": "off", "wechat_answer_mode": "generate",
                 "pipeline_mode": "split", "trace_exporter": "file"}  # spans in home/traces, as in production
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
         serve.run(app, name="sleepy", route_prefix="/sleepy")
@@ -150,7 +154,8 @@ def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generat
     ``app_args`` over the application's arguments, ``replicas`` fix steps' replica counts."""
     from ray import serve
 
-    from functions.common.knowledge_base import KnowledgeBase, SentenceEmbedder
+    from functions.common.embedding import build_embedder
+    from functions.common.knowledge_base import KnowledgeBase
     from knowledge.ingest import ingest
     from serve_app import DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
     from tests.fakes import SleepyEngine
@@ -158,7 +163,7 @@ def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generat
     home = tmp_path_factory.mktemp(f"wxassist-{name}")
     shutil.copy(service.home / "dev-credentials.json", home / "dev-credentials.json")
     settings = Settings(home=home)
-    with KnowledgeBase(settings.kb_location(), settings.kb_collection, SentenceEmbedder(settings.embedding_dir())) as kb:
+    with KnowledgeBase(settings.kb_location(), settings.kb_collection, build_embedder(settings)) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
     _, local_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
     light = {}
@@ -179,6 +184,8 @@ def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generat
     with BackgroundServer(emulator_app(emulator), free_port()) as platform:
         args = {**local_args, "home": str(home), "wechat_api_base": platform.url, "push_poll_s": 0.2,
                 "wechat_faq_fast_path": False, "wechat_answer_cache": False, "intent_knn": False,
+                # The generator's pace is under test: every question goes to it.
+                "answerability": "off", "wechat_answer_mode": "generate",
                 "user_burst": 1000, "account_burst": 1000, **(app_args or {})}
         app = compose_app(args, light, engine_cls=SleepyEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。"})
         serve.run(app, name=name, route_prefix=f"/{name}")

@@ -1,4 +1,4 @@
-"""Intent by nearest labelled examples (lexical embedding here; MiniLM in integration)."""
+"""Intent by labelled examples (lexical embedding here; the real embedder in integration)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from functions.common.records import InboundMessage, Route
 from functions.intent.core import IntentClassifier, IntentTexts
-from functions.intent.knn import Example, HybridEmbedding, KnnIntent, read_examples
+from functions.intent.by_examples import Example, HybridEmbedding, KnnIntent, LinearIntent, read_examples
 
 EXAMPLES = [
     Example("转人工", "handoff"), Example("我要人工客服", "handoff"), Example("帮我转接人工", "handoff"),
@@ -47,7 +47,7 @@ def classify(classifier: IntentClassifier, content: str):
 
 
 def test_confident_predictions_route_and_doubtful_ones_default_to_knowledge(knn):
-    classifier = IntentClassifier(TEXTS, knn=knn, threshold=0.6)
+    classifier = IntentClassifier(TEXTS, by_examples=knn, threshold=0.6)
     abuse = classify(classifier, "你们这个垃圾公司")
     assert abuse.route is Route.ABUSE and abuse.reply == "请告诉我遇到了什么问题。"
     assert classify(classifier, "帮我转接人工吧").route is Route.HANDOFF

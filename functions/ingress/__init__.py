@@ -1,0 +1,1 @@
+"""The ingress's conversation stages, as collaborators the Ingress deployment is handed."""
