@@ -95,11 +95,11 @@ def _cmd_kb_ingest(opts: argparse.Namespace) -> int:
 
 
 def _cmd_kb_search(opts: argparse.Namespace) -> int:
-    from functions.retrieve.core import Retriever
+    from functions.retrieve.core import retriever_for
 
     settings = load_settings()
     with open_kb(settings) as kb:
-        passages = Retriever(kb, settings.retrieve_top_k).retrieve(opts.query, opts.k)
+        passages = retriever_for(kb, settings).retrieve(opts.query, opts.k)
     if opts.json:
         ranked = [{"rank": rank, **asdict(passage)} for rank, passage in enumerate(passages, start=1)]
         print(json.dumps({"query": opts.query, "passages": ranked}, ensure_ascii=False))

@@ -25,9 +25,8 @@ import numpy as np
 from functions.common.embedding import build_embedder
 from functions.common.knowledge_base import KnowledgeBase
 from functions.common.settings import Settings
-from functions.retrieve.answerability import FEATURES, AnswerabilityModel, evidence
-from functions.retrieve.core import Retriever
-from functions.retrieve.quote import QuoteMaker
+from functions.retrieve.answerability import FEATURES, AnswerabilityModel
+from functions.retrieve.deployment import KnowledgeFinder
 from knowledge import SAMPLE_CORPUS_DIR
 from knowledge.ingest import ingest
 from observability.logs import quiet_libraries
@@ -47,17 +46,12 @@ def tuning_questions() -> list[tuple[str, bool]]:
 
 
 def features_of(settings: Settings, questions: list[str]) -> tuple[str, np.ndarray]:
+    """Each question's evidence, from the retrieve deployment's own search on the sample corpus."""
     embedder = build_embedder(settings)
     with tempfile.TemporaryDirectory() as home, KnowledgeBase(str(Path(home) / "kb.db"), "fit", embedder) as kb:
         ingest(kb, [SAMPLE_CORPUS_DIR])
-        retriever = Retriever(kb, settings.retrieve_top_k)
-        quotes = QuoteMaker(embedder.embed_passages)
-        rows = []
-        for question in questions:
-            vector = kb.embed_query(question)
-            retrieval = retriever.search(question, vector=vector)
-            quote = quotes.quote(vector, retrieval.passages)
-            rows.append(evidence(question, retrieval, quote.score if quote else 0.0).as_features())
+        finder = KnowledgeFinder(kb, settings.model_copy(update={"answerability": "off"}))  # nothing to load yet
+        rows = [finder.search(question, question)[2].as_features() for question in questions]
     return embedder.name, np.asarray(rows, dtype=np.float64)
 
 

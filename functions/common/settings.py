@@ -214,6 +214,11 @@ class Settings(BaseSettings):
     embedding_query_prefix: str = ""  # a store or directory model's roles, e.g. "query: " for e5
     embedding_passage_prefix: str = ""
     retrieve_top_k: int = 3
+    # Score fusion (functions/retrieve/core.py): BM25's weight beside the rescaled dense score
+    # (1.0), and the share of the best fused score a passage needs to be kept. Chosen on the
+    # sample corpus's tuning questions; before multilingual-e5 they were 0.3 and 0.5.
+    retrieve_keyword_weight: float = 0.6
+    retrieve_min_relative_score: float = 0.3
     # Whether the passages found answer the question: "retrieval" weighs the search's evidence
     # (functions/retrieve/answerability.py; a model fitted per embedder, or the JSON file
     # answerability_model names); "coverage" is the old bigram rule, kept to measure against.

@@ -83,6 +83,12 @@ class Retrieval:
     keyword: list[Passage]  # best-first, BM25 scores
 
 
+def retriever_for(search: PassageSearch, settings) -> Retriever:
+    """The retriever the settings describe (``retrieve_*``)."""
+    return Retriever(search, settings.retrieve_top_k, weights=FusionWeights(keyword=settings.retrieve_keyword_weight),
+                     min_relative_score=settings.retrieve_min_relative_score)
+
+
 class Retriever:
     def __init__(
         self,

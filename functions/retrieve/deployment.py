@@ -11,10 +11,10 @@ from functions.common.answer_cache import AnswerCache, cacheable
 from functions.common.clock import SystemClock
 from functions.common.embedding import shared_embedder
 from functions.common.knowledge_base import KnowledgeBase
-from functions.common.records import Found, Passage
+from functions.common.records import Found, Passage, Quote
 from functions.common.settings import Settings, load_settings
-from functions.retrieve.answerability import answerability_for, evidence
-from functions.retrieve.core import Retriever
+from functions.retrieve.answerability import Evidence, answerability_for, evidence
+from functions.retrieve.core import Retrieval, retriever_for
 from functions.retrieve.faq import FaqMatcher
 from functions.retrieve.quote import QuoteMaker
 from observability.tracing import ReportsSpans, configure_for, set_attributes, traced
@@ -26,7 +26,7 @@ class KnowledgeFinder:
 
     def __init__(self, kb: KnowledgeBase, settings: Settings):
         self._kb = kb
-        self._core = Retriever(kb, settings.retrieve_top_k)
+        self._core = retriever_for(kb, settings)
         self._faq = FaqMatcher(kb, threshold=settings.faq_threshold)
         self._cache = AnswerCache(
             kb, SystemClock(), lexical_threshold=settings.answer_cache_threshold, ttl_s=settings.answer_cache_ttl_s
@@ -52,17 +52,24 @@ class KnowledgeFinder:
             cached = self._cache.lookup(cache_account, question)
             if cached is not None:
                 return Found(answer=cached.answer, kind="cache", sources=cached.sources)
-        vector = (np.frombuffer(question_vector, dtype=np.float32) if question_vector
-                  else self._kb.embed_query(question))
-        # A follow-up's query carries the conversation: its own vector, not the question's.
-        retrieval = self._core.search(query, vector=vector if query == question else None)
-        quote = self._quotes.quote(vector, retrieval.passages)
-        answerable, confidence = self._answerability.answerable(
-            evidence(question, retrieval, quote.score if quote else 0.0))
+        vector = np.frombuffer(question_vector, dtype=np.float32) if question_vector else None
+        retrieval, quote, found = self.search(question, query, vector)
+        answerable, confidence = self._answerability.answerable(found)
         # Without a verdict ("off"), no quote either: the model's grounding guard decides alone.
         quoted = quote if answerable and self._gives_verdict else None
         return Found(passages=tuple(retrieval.passages), answerable=answerable and bool(retrieval.passages),
                      confidence=confidence, quote=quoted)
+
+    def search(self, question: str, query: str, vector: np.ndarray | None = None
+               ) -> tuple[Retrieval, Quote | None, Evidence]:
+        """The passages for ``query``, the quote they give the question, and the evidence the
+        verdict is made from (bench/tuning/fit_answerability.py fits on it)."""
+        if vector is None:
+            vector = self._kb.embed_query(question)
+        # A follow-up's query carries the conversation: its own vector, not the question's.
+        retrieval = self._core.search(query, vector=vector if query == question else None)
+        quote = self._quotes.quote(vector, retrieval.passages)
+        return retrieval, quote, evidence(question, retrieval, quote.score if quote else 0.0)
 
     def remember_answer(
         self, account: str, question: str, answer: str, sources: tuple[str, ...], passages: list[Passage]
