@@ -53,7 +53,7 @@ class ListSearch:
         self.limits.append(limit)
         return self.keyword[:limit]
 
-    def dense_search(self, query: str, limit: int) -> list[Passage]:
+    def dense_search(self, query: str, limit: int, vector=None) -> list[Passage]:
         return self.dense[:limit]
 
 

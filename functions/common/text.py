@@ -69,3 +69,23 @@ def coverage(question: str, passage) -> float:
     if not wanted:
         return 0.0
     return len(wanted & bigrams(passage.title + passage.text)) / len(wanted)
+
+
+_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_WORD_CHAR = re.compile(r"\w")
+_NON_CJK_WORD = re.compile(r"[^\W\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def cjk_share(text: str) -> float:
+    """Share of the word characters that are Chinese."""
+    letters = len(_WORD_CHAR.findall(text))
+    return len(_CJK_CHAR.findall(text)) / letters if letters else 0.0
+
+
+def question_language(text: str) -> str:
+    """"zh" for a Chinese question, else "en": what an engine must be able to write to answer it.
+    A run of Latin letters or digits counts as one word, as a Chinese character does: in
+    "iPhone 15 能用吗" the product name is two words of five, and the customer expects Chinese."""
+    chinese = len(_CJK_CHAR.findall(text))
+    other_words = len(_NON_CJK_WORD.findall(text))
+    return "zh" if chinese and chinese >= 0.3 * (chinese + other_words) else "en"

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from functions.common.clock import Clock
-from functions.retrieve.core import question_language
+from functions.common.text import question_language
 
 # The shortest answer worth generating: below this, the quote says more.
 MIN_ANSWER_TOKENS = 24

@@ -15,7 +15,6 @@ customer's paraphrase shares few.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -24,8 +23,6 @@ import numpy as np
 from functions.common.records import Passage
 
 MAX_QUERY_CHARS = 512
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_WORD_CHAR = re.compile(r"\w")
 
 
 class PassageSearch(Protocol):
@@ -41,17 +38,6 @@ class FusionWeights:
     keyword: float = 0.6
     dense: float = 1.0
     dense_floor_rank: int = 9  # the candidate whose cosine counts as "no match" on the dense side
-
-
-def cjk_share(text: str) -> float:
-    """Share of the word characters that are Chinese."""
-    letters = len(_WORD_CHAR.findall(text))
-    return len(_CJK.findall(text)) / letters if letters else 0.0
-
-
-def question_language(text: str) -> str:
-    """"zh" for a mostly Chinese question, else "en": what an engine must be able to write."""
-    return "zh" if cjk_share(text) >= 0.3 else "en"
 
 
 def fuse(keyword: list[Passage], dense: list[Passage], weights: FusionWeights = FusionWeights()) -> list[Passage]:

@@ -37,7 +37,7 @@ class RetrieveFromList:
     def retrieve(self, query, top_k=None):
         return self._core.retrieve(query, top_k)
 
-    def find(self, question, query, faq=True, cache_account=None):
+    def find(self, question, query, faq=True, cache_account=None, question_vector=b""):
         hit = self._faq.match(question) if faq else None
         if hit is not None:
             return Found(answer=hit.answer, kind="faq", sources=(hit.question,))

@@ -126,7 +126,7 @@ class RetrieveAboutAnything:
     def remember_answer(self, *args):
         return False
 
-    def find(self, question, query, faq=True, cache_account=None):
+    def find(self, question, query, faq=True, cache_account=None, question_vector=b""):
         return Found(passages=(Passage("policy:0", "policy", "policy.md", "退货政策", f"{query} 七天无理由退货。", 1.0),))
 
 

@@ -16,6 +16,7 @@ from functions.intent.business_info import BusinessInfo
 from functions.intent.calculator import Calculator
 from functions.intent.core import IntentClassifier, IntentTexts
 from functions.intent.tools import ToolBox, load_tools
+from knowledge import SAMPLE_BUSINESS_INFO
 from tests.fakes import EchoEngine
 from tests.unit.ingress_stack import make_client, post
 
@@ -66,7 +67,7 @@ def test_phone_numbers_dates_code_and_prose_are_not_calculations(text):
     ],
 )
 def test_business_info_answers_from_the_structured_data(text, intent, fact):
-    tool = BusinessInfo()
+    tool = BusinessInfo(SAMPLE_BUSINESS_INFO)
     arguments = tool.parse(text)
     assert arguments is not None and arguments["intent"] == intent
     assert fact in tool.run(arguments)
@@ -74,7 +75,7 @@ def test_business_info_answers_from_the_structured_data(text, intent, fact):
 
 @pytest.mark.parametrize("text", ["我的订单在哪", "收货地址怎么改", "退货政策是什么", "营业执照" * 20])
 def test_business_info_leaves_other_questions_alone(text):
-    assert BusinessInfo().parse(text) is None
+    assert BusinessInfo(SAMPLE_BUSINESS_INFO).parse(text) is None
 
 
 class Shouter:
@@ -105,7 +106,7 @@ def test_a_new_tool_is_an_import_path_and_options():
 
 def test_intent_routes_tool_requests_before_the_knowledge_default():
     texts = IntentTexts(welcome="w", help="h", greeting="g", reset="r", handoff="o", unsupported="u")
-    classifier = IntentClassifier(texts, ToolBox([Calculator(), BusinessInfo()]))
+    classifier = IntentClassifier(texts, ToolBox([Calculator(), BusinessInfo(SAMPLE_BUSINESS_INFO)]))
 
     def classify(content: str):
         return classifier.classify(InboundMessage("default", "gh", "o-u", 1, "text", msg_id="1", content=content))
