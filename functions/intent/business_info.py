@@ -38,7 +38,11 @@ class BusinessInfo:
             self._data = json.loads(source.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"business info {source} cannot be read: {type(exc).__name__}") from exc
-        self._cities = [store["city"] for store in self._data.get("showrooms", [])]
+        if not isinstance(self._data, dict):
+            raise ConfigurationError(f"business info {source} must be a JSON object (see knowledge/structured/business.json)")
+        showrooms = self._data.get("showrooms") or []
+        self._stores = [store for store in showrooms if isinstance(store, dict)] if isinstance(showrooms, list) else []
+        self._cities = [str(store["city"]) for store in self._stores if store.get("city")]
 
     @property
     def company(self) -> str:
@@ -49,34 +53,63 @@ class BusinessInfo:
         if len(folded) > MAX_QUESTION_CHARS:
             return None
         city = next((city for city in self._cities if city in folded), None)
+        # A question the file has no facts for goes to the knowledge base, not to an empty answer.
         if _STORE.search(folded) and _WHERE.search(folded):
-            return {"intent": "showroom_address", "city": city}
+            return {"intent": "showroom_address", "city": city} if self._stores else None
+        has_hotline = bool(_field(self._data, "hotline", "number"))
         if _HOURS.search(folded):
-            return {"intent": "business_hours", "showroom": bool(city or _STORE.search(folded))}
+            known = has_hotline or _field(self._data, "showroom_hours")
+            return {"intent": "business_hours", "showroom": bool(city or _STORE.search(folded))} if known else None
         if _CONTACT.search(folded):
-            return {"intent": "contact"}
+            known = has_hotline or _field(self._data, "online_service", "where") or _field(self._data, "email")
+            return {"intent": "contact"} if known else None
         return None
 
     def run(self, arguments: Mapping[str, Any]) -> str:
+        """The answer, from the fields the operator's file has (every one is optional: a
+        company without showrooms or an e-mail address simply says nothing about them)."""
         intent = arguments["intent"]
-        data = self._data
-        hotline = data["hotline"]
+        hotline = _field(self._data, "hotline", "number")
+        hotline_hours = _field(self._data, "hotline", "hours")
+        hotline_note = _field(self._data, "hotline", "note")
+        online_where = _field(self._data, "online_service", "where")
+        online_hours = _field(self._data, "online_service", "hours")
+        showroom_hours = _field(self._data, "showroom_hours")
         if intent == "business_hours":
             if arguments.get("showroom"):
-                return f"门店营业时间：{data['showroom_hours']}。客服热线 {hotline['number']}（{hotline['hours']}）。"
-            online = data["online_service"]
-            return (f"客服热线 {hotline['number']}：{hotline['hours']}，{hotline['note']}。\n"
-                    f"在线人工客服（{online['where']}）：{online['hours']}。\n门店营业时间：{data['showroom_hours']}。")
+                return _joined([f"门店营业时间：{showroom_hours}。" if showroom_hours else "",
+                                f"客服热线 {hotline}" + (f"（{hotline_hours}）。" if hotline_hours else "。") if hotline else ""])
+            return _joined([
+                f"客服热线 {hotline}" + (f"：{hotline_hours}" if hotline_hours else "") + (f"，{hotline_note}" if hotline_note else "") + "。" if hotline else "",
+                f"在线人工客服（{online_where}）：{online_hours}。" if online_where and online_hours else "",
+                f"门店营业时间：{showroom_hours}。" if showroom_hours else "",
+            ], "\n")
         if intent == "contact":
-            online = data["online_service"]
-            return (f"客服热线：{hotline['number']}（{hotline['hours']}）\n在线客服：{online['where']}（{online['hours']}）\n"
-                    f"客服邮箱：{data['email']}\n企业采购：{data['business_purchasing']['phone']}，"
-                    f"{data['business_purchasing']['email']}")
-        stores = data["showrooms"]
-        wanted = [store for store in stores if store["city"] == arguments.get("city")]
-        lines = [f"{store['name']}：{store['address']}" for store in wanted or stores]
-        heading = "" if wanted else f"{data['company']}目前有 {len(stores)} 家门店：\n"
-        return heading + "\n".join(lines) + f"\n营业时间：{data['showroom_hours']}。"
+            return _joined([
+                f"客服热线：{hotline}" + (f"（{hotline_hours}）" if hotline_hours else "") if hotline else "",
+                f"在线客服：{online_where}" + (f"（{online_hours}）" if online_hours else "") if online_where else "",
+                f"客服邮箱：{_field(self._data, 'email')}" if _field(self._data, "email") else "",
+                "企业采购：" + "，".join(filter(None, (_field(self._data, "business_purchasing", "phone"),
+                                                  _field(self._data, "business_purchasing", "email"))))
+                if self._data.get("business_purchasing") else "",
+            ], "\n")
+        stores = self._stores
+        wanted = [store for store in stores if store.get("city") == arguments.get("city")]
+        lines = [f"{store.get('name', '')}：{store.get('address', '')}" for store in wanted or stores]
+        company = _field(self._data, "company")
+        heading = "" if wanted else f"{company}目前有 {len(stores)} 家门店：\n"
+        return heading + "\n".join(lines) + (f"\n营业时间：{showroom_hours}。" if showroom_hours else "")
+
+
+def _field(data: Mapping[str, Any], *path: str) -> str:
+    value: Any = data
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return str(value).strip() if isinstance(value, (str, int, float)) else ""
+
+
+def _joined(parts: list[str], separator: str = "") -> str:
+    return separator.join(part for part in parts if part)
 
 
 def operator_business_info(settings) -> Path | None:

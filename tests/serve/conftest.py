@@ -146,12 +146,13 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
 
 def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generate: dict, *,
                    cpu_steps_actor_options: dict | None = None, app_args: dict | None = None,
-                   replicas: dict[str, int] | None = None):
+                   replicas: dict[str, int] | None = None, corpus: Path = SAMPLE_CORPUS_DIR / "faq.jsonl"):
     """Yield a RunningService for one more application on the shared Serve instance: the
     real pipeline with a generator that takes as long as each question says ("#15": 15 s),
     its own home and emulator, and ``generate`` merged over local.yaml's generate options
     (``ray_actor_options`` key by key); ``cpu_steps_actor_options`` go to every other step,
-    ``app_args`` over the application's arguments, ``replicas`` fix steps' replica counts."""
+    ``app_args`` over the application's arguments, ``replicas`` fix steps' replica counts,
+    ``corpus`` is what its knowledge base holds."""
     from ray import serve
 
     from functions.common.embedding import build_embedder
@@ -164,7 +165,7 @@ def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generat
     shutil.copy(service.home / "dev-credentials.json", home / "dev-credentials.json")
     settings = Settings(home=home)
     with KnowledgeBase(settings.kb_location(), settings.kb_collection, build_embedder(settings)) as kb:
-        ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
+        ingest(kb, [corpus])
     _, local_args, options = read_serve_config(DEFAULT_SERVE_CONFIG)
     light = {}
     for step, opts in options.items():
@@ -216,6 +217,20 @@ def crowded_service(service, tmp_path_factory) -> RunningService:
     more (Serve's max_queued_requests): a burst overflows it."""
     yield from run_sleepy_app(service, tmp_path_factory, "crowded", {
         "max_ongoing_requests": CROWDED_GENERATE_ONGOING, "max_queued_requests": CROWDED_GENERATE_QUEUE})
+
+
+@pytest.fixture(scope="session")
+def other_company_service(service, tmp_path_factory) -> RunningService:
+    """An application whose knowledge base is another company's (骑迹单车, a bike rental shop,
+    tests/fixtures/other_company), with no business facts of its own and the embedded
+    defaults for answers: retrieval's verdict, the FAQ fast path, answer mode auto. Its
+    generator (which writes Chinese) says a sentence about 青禾家居 whatever it is asked:
+    only the grounding guard stands between that and a customer."""
+    from tests.conftest import FIXTURES
+
+    yield from run_sleepy_app(service, tmp_path_factory, "othershop", {}, corpus=FIXTURES / "other_company" / "docs",
+                              app_args={"answerability": "retrieval", "wechat_answer_mode": "auto",
+                                        "wechat_faq_fast_path": True, "intent_knn": True})
 
 
 CROWDED_GENERATE_ONGOING = 2
