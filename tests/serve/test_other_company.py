@@ -5,6 +5,7 @@ and real HTTP, answered inside the first delivery from its own documents only.""
 from __future__ import annotations
 
 import time
+import zlib
 
 import pytest
 
@@ -30,7 +31,7 @@ def ask(service, content: str, msg_id: str) -> tuple[str, str]:
     ("客服电话是多少", "门店与营业时间", "021-5550-1234"),
 ])
 def test_questions_are_answered_from_this_companys_documents(other_company_service, question, title, fact):
-    outcome, reply = ask(other_company_service, question, f"oc-{abs(hash(question)) % 10**8}")
+    outcome, reply = ask(other_company_service, question, f"oc-{zlib.crc32(question.encode())}")
     assert outcome == "passive", reply
     assert reply.startswith(f"以下内容摘自《{title}") and fact in reply, reply
     assert "青禾" not in reply and "400-820-6688" not in reply  # neither the sample's facts nor the model's invention

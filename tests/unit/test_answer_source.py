@@ -119,3 +119,23 @@ def test_a_business_file_with_few_facts_answers_with_those_and_leaves_the_rest_t
     not_an_object.write_text("[]", encoding="utf-8")
     with pytest.raises(ConfigurationError, match="must be a JSON object"):
         BusinessInfo(not_an_object)
+
+
+class Named:
+    def __init__(self, model_name: str, languages=None):
+        self.model_name = model_name
+        if languages:
+            self.languages = languages
+
+
+@pytest.mark.parametrize(("engine", "configured", "languages"), [
+    (Named("smollm2-135m-instruct"), (), ("en",)),
+    (Named("deepseek-r1-distill-qwen-7b"), (), ("zh", "en")),
+    (Named("qwen2.5-7b-instruct"), (), ("zh", "en")),
+    (Named("smollm2-135m-instruct", languages=("en", "fr")), (), ("en", "fr")),  # the engine says
+    (Named("smollm2-135m-instruct"), ("zh",), ("zh",)),  # the operator says (WXA_GENERATE_LANGUAGES)
+])
+def test_engines_declare_the_languages_they_write(engine, configured, languages):
+    from functions.generate.core import engine_languages
+
+    assert engine_languages(engine, configured) == languages
