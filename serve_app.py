@@ -50,7 +50,8 @@ from observability import metrics
 from observability.logs import audit_event, configure_logging, hashed_user, log_event, logger
 from observability.message_telemetry import MessageTelemetry
 from observability.trace_cli import register_trace_command
-from observability.tracing import ReportsSpans, TracedHandle, configure_for, current_traceparent, detached_context
+from observability.tracing import (ReportsSpans, TracedHandle, configure_for, current_traceparent, detached_context,
+                                   untraced)
 
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
@@ -97,7 +98,7 @@ class Ingress(ReportsSpans):
             store, clock, ttl_s=settings.memory_ttl_s, max_turns=settings.memory_max_turns
         )
         self._answer_modes = AnswerModes({name: account.answer_mode for name, account in settings.account_map().items()},
-                                         lambda: self._generate.describe.remote(), clock)
+                                         lambda: untraced(self._generate).describe.remote(), clock)
         self._quote_intro = settings.quote_intro
         self._faq_accounts = {name for name, account in settings.account_map().items() if account.faq_fast_path}
         self._cache_accounts = {name for name, account in settings.account_map().items()

@@ -176,6 +176,12 @@ class TracedHandle:
         return _TracedMethod(getattr(self._handle, name))
 
 
+def untraced(handle: Any) -> Any:
+    """The handle without the trace carrier, for calls that are not part of any message's
+    work (asking a deployment what it can do) and whose method is not ``traced``."""
+    return handle._handle if isinstance(handle, TracedHandle) else handle
+
+
 class _TracedMethod:
     __slots__ = ("_method",)
 

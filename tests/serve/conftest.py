@@ -88,8 +88,11 @@ def service(ray_cluster, tmp_path_factory) -> RunningService:
     try:
         with BackgroundServer(emulator_app(emulator), free_port()) as platform:
             # Every replica keeps its spans in the SDK's in-memory exporter (tests/serve/test_observability.py).
+            # The model's path is under test here (traces, tokens, grounding): its answer mode is
+            # "generate". The default, "auto", which quotes at once where the demo model cannot
+            # write Chinese, runs in other_company_service and tests/integration.
             args = {**app_args, "home": str(home), "model_cache": str(settings.model_cache_dir()),
-                    "wechat_api_base": platform.url, "trace_exporter": "memory"}
+                    "wechat_api_base": platform.url, "trace_exporter": "memory", "wechat_answer_mode": "generate"}
             serve.run(compose_app(args, options), name=APP_NAME, route_prefix="/")
             yield RunningService(base_url, home, settings.account_map()["default"], platform.url, emulator)
     finally:
