@@ -42,6 +42,7 @@ run: setup
 	$(BIN)/wxassist up
 
 test: setup redis-server $(INFRA_STAMP)
+	$(BIN)/lint-imports  # the layering in pyproject.toml's [tool.importlinter]
 	$(BIN)/python -m pytest
 	$(INFRA_VENV)/bin/python -m pytest infra/tests
 

@@ -31,9 +31,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from functions.cli.eval_command import evaluate, evaluation_overrides
-from functions.common.embedding import build_embedder
-from functions.common.knowledge_base import KnowledgeBase
+from functions.cli.eval import evaluate, evaluation_overrides
+from functions.kb.embedding import build_embedder
+from functions.kb.store import KnowledgeBase
 from functions.common.settings import load_settings
 from functions.retrieve.core import retriever_for
 from knowledge import SAMPLE_BUSINESS_INFO, SAMPLE_CORPUS_DIR

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from serve_app import main
+from functions.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", "burst", *sys.argv[1:]]))

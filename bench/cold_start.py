@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from functions.common.model_store import open_model_store, restore_model  # noqa: E402
-from functions.common.model_store.local_s3 import LocalS3Server  # noqa: E402
+from functions.model_store import open_model_store, restore_model  # noqa: E402
+from functions.model_store.local_s3 import LocalS3Server  # noqa: E402
 from functions.common.settings import Settings  # noqa: E402
 from functions.generate.deployment import GenerateServer  # noqa: E402
 from observability.logs import quiet_libraries  # noqa: E402

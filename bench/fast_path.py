@@ -57,8 +57,9 @@ async def run(home: Path) -> list[tuple[str, str, float]]:
     from functions.generate.deployment import GenerateServer
     from functions.intent.deployment import IntentServer
     from functions.retrieve.deployment import RetrieveServer
-    from knowledge.cli import ensure_sample_knowledge
-    from serve_app import InProcessHandle, Ingress
+    from functions.cli.kb import ensure_sample_knowledge
+    from functions.ingress.deployment import Ingress
+    from functions.ingress.handles import InProcessHandle
 
     overrides = {"home": str(home), "max_new_tokens": 64, "max_passage_chars": 300, "user_burst": 0, "account_burst": 0}
     settings = load_settings(**overrides)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from functions.common.embedding import Embedder, build_embedder
+from functions.kb.embedding import Embedder, build_embedder
 from functions.common.settings import load_settings
 from functions.intent.by_examples import HybridEmbedding, KnnIntent, LinearIntent, evaluate_held_out, read_examples
 from observability.logs import quiet_libraries

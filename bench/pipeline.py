@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from serve_app import main
+from functions.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", "pipeline", *sys.argv[1:]]))

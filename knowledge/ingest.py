@@ -11,10 +11,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from functions.common.answer_cache import AnswerCache
+from functions.kb.answer_cache import AnswerCache
 from functions.common.clock import SystemClock
 from functions.common.errors import KnowledgeBaseError
-from functions.common.knowledge_base import KnowledgeBase
+from functions.kb.store import KnowledgeBase
 from knowledge.chunking import chunk_document
 from knowledge.loaders import SUPPORTED_SUFFIXES, load_document
 

@@ -20,9 +20,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from functions.common.clock import Clock
-from functions.common.delivery import Outcome
 from functions.common.outbox import DEAD_QUEUE, PENDING_QUEUE
-from functions.common.records import InboundMessage
+from functions.common.records import InboundMessage, Outcome
 from functions.common.state import StateStore
 from observability import metrics
 from observability.logs import hashed_user

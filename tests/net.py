@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from functions.common.platform_api import free_port
+from functions.common.net import free_port
 
 __all__ = ["SlowLink", "free_port"]
 

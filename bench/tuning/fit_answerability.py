@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from functions.common.embedding import build_embedder
-from functions.common.knowledge_base import KnowledgeBase
+from functions.kb.embedding import build_embedder
+from functions.kb.store import KnowledgeBase
 from functions.common.settings import Settings
 from functions.retrieve.answerability import FEATURES, AnswerabilityModel
 from functions.retrieve.deployment import KnowledgeFinder

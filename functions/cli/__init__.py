@@ -1,1 +1,2 @@
-"""The ``wxassist`` command's groups that sit above the service (they build it in-process)."""
+"""The ``wxassist`` command: one module per command group (service, kb, eval, model, trace,
+scaling, bench), put together in ``main.py``. The top layer: it may import anything else."""

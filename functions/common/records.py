@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from functions.common.errors import RejectedRequest
@@ -147,3 +147,22 @@ class Rejection:
     @classmethod
     def of(cls, exc: RejectedRequest) -> Rejection:
         return cls(exc.http_status, type(exc).__name__, exc.reason)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one delivery answers: the passive reply, ``success`` (the answer will be pushed,
+    or there is nothing to say), or "not yet" (a 503, so WeChat delivers again)."""
+
+    kind: Literal["passive", "success", "not_yet"]
+    reply: Reply | None = None
+    deliveries: int = 1
+    first_trace: str = ""  # a retry: the first delivery's traceparent, to link to
+    # A passive reply counted as served by this delivery: what ``retract`` takes back if the
+    # reply never left (the handler was cancelled before returning it).
+    delivery_id: str = ""
+    last: bool = False  # no delivery follows this one
+
+    @property
+    def passive_reply(self) -> bool:
+        return self.kind == "passive" and self.reply is not None

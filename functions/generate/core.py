@@ -16,7 +16,8 @@ from typing import Protocol
 from functions.common.clock import Clock, SystemClock
 from functions.common.injection import remove_instructions
 from functions.common.records import Answer, Passage, Quote, Turn
-from functions.generate.grounding import acceptable, coverage, extractive_answer
+from functions.common.text import coverage
+from functions.generate.grounding import acceptable, extractive_answer
 from functions.generate.pace import DecodePace
 
 Message = dict[str, str]

@@ -26,7 +26,7 @@ def model_folder(settings: Settings) -> Path:
     verified cache (a mismatch raises, so the replica refuses to start), or the demo model."""
     if not settings.model:
         return settings.model_dir()
-    from functions.common.model_store import open_model_store, restore_model
+    from functions.model_store import open_model_store, restore_model
 
     restored = restore_model(lambda: open_model_store(settings), settings.model, settings.model_cache_dir(),
                              rehash=settings.model_cache_rehash)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 
 from functions.common.records import Passage
-from functions.common.text import TOKEN_CHAR, bigrams, coverage
+from functions.common.text import TOKEN_CHAR, bigrams
 
 _SENTENCE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]?")
 _FAQ_ANSWER_MARK = "答："

@@ -16,7 +16,7 @@ from functions.generate.core import Completion, Message
 
 DEFAULT_ANSWER = "青禾家居支持7天无理由退货。"
 # A load test tags each question ("〔17〕"); the answer carries the tag back, so what a user
-# received can be counted per message, not per user (functions/common/emulator.py).
+# received can be counted per message, not per user (functions/emulator/emulator.py).
 MESSAGE_TAG = re.compile(r"〔[0-9A-Za-z-]{1,32}〕")
 
 

@@ -90,13 +90,3 @@ def cmd_bench_generate(opts: argparse.Namespace) -> int:
     for row in report["results"]:
         print(f"  {row['concurrency']:>3} concurrent chats  {row['tokens_per_s']:8.1f} tokens/s  {row['ratio']:5.2f}x naive")
     return 0
-
-
-def register_generate_bench(bench) -> None:
-    generate = bench.add_parser("generate", help="tokens/s of the generate replica by concurrency vs one generate per request")
-    generate.add_argument("--concurrency", default="1,4,16,32", help="comma-separated concurrent chats")
-    generate.add_argument("--max-new-tokens", type=int, default=64)
-    generate.add_argument("--naive-requests", type=int, default=4, help="requests in each naive loop")
-    generate.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
-    generate.add_argument("--json", action="store_true", help='{"results": [{"concurrency", "tokens_per_s", …}]}')
-    generate.set_defaults(handler=cmd_bench_generate)

@@ -3,7 +3,7 @@
 Each text is embedded as the concatenation of two unit vectors, scaled so that the cosine of
 two embeddings is ``w * dense + (1 - w) * lexical``:
 
-* dense: the service's embedder (functions/common/embedding.py; multilingual-e5 by default),
+* dense: the service's embedder (functions/kb/embedding.py; multilingual-e5 by default),
   which knows meaning;
 * lexical: hashed character unigrams and bigrams, which know Chinese surface form ("转人工",
   "垃圾") but not meaning.

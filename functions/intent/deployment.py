@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from functions.common.embedding import Embedder, shared_embedder
+from functions.kb.embedding import Embedder, shared_embedder
 from functions.common.records import InboundMessage, Intent, Route
 from functions.common.sensitive import SensitiveWordFilter, word_lists_from
 from functions.common.settings import Settings, load_settings

@@ -1,5 +1,3 @@
-"""push: the customer-service message path for answers that miss the passive window.
-
-Built by the delivery issue (claim ledger, durable outbox, access-token cache); the passive
-path in this release answers inside the callback and never needs it.
-"""
+"""push: answers that miss WeChat's passive window reach the user through the
+customer-service API (客服消息), from the durable outbox, with a shared access token, backoff,
+WeChat's per-user quota and 48-hour window, and dead letters for what cannot be sent."""

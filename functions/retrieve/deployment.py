@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from functions.common.answer_cache import AnswerCache, cacheable
+from functions.kb.answer_cache import AnswerCache, cacheable
 from functions.common.clock import SystemClock
-from functions.common.embedding import shared_embedder
-from functions.common.knowledge_base import KnowledgeBase
+from functions.kb.embedding import shared_embedder
+from functions.kb.store import KnowledgeBase
 from functions.common.records import Found, Passage, Quote
 from functions.common.settings import Settings, load_settings
 from functions.retrieve.answerability import Evidence, answerability_for, evidence

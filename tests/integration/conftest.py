@@ -20,7 +20,7 @@ def redis_uri(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 server (SeaweedFS ``weed mini``) for the session; tests make their own buckets."""
-    from functions.common.model_store.local_s3 import LocalS3Server
+    from functions.model_store.local_s3 import LocalS3Server
 
     with LocalS3Server(tmp_path_factory.mktemp("s3")) as server:
         yield server

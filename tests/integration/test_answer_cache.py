@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from functions.common.answer_cache import AnswerCache, cacheable
+from functions.kb.answer_cache import AnswerCache, cacheable
 from functions.common.clock import FixedClock
-from functions.common.embedding import Embedder, build_embedder
-from functions.common.knowledge_base import KnowledgeBase
+from functions.kb.embedding import Embedder, build_embedder
+from functions.kb.store import KnowledgeBase
 from functions.common.settings import Settings
 from knowledge.chunking import chunk_document
 from knowledge.ingest import ingest

@@ -5,7 +5,7 @@ leave room for the fewer seeds used."""
 
 from __future__ import annotations
 
-from functions.common.embedding import build_embedder
+from functions.kb.embedding import build_embedder
 from functions.common.settings import load_settings
 from functions.intent.by_examples import HybridEmbedding, LinearIntent, evaluate_held_out, read_examples
 

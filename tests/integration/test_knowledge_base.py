@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from functions.common.errors import KnowledgeBaseBusy
-from functions.common.embedding import Embedder, build_embedder
-from functions.common.knowledge_base import KnowledgeBase
+from functions.kb.embedding import Embedder, build_embedder
+from functions.kb.store import KnowledgeBase
 from functions.common.settings import Settings
 from functions.retrieve.core import Retriever
 from knowledge import SAMPLE_CORPUS_DIR
@@ -95,7 +95,7 @@ def test_cli_ingest_and_search_json(tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(SAMPLE_CORPUS_DIR, corpus)
     env = {**os.environ, "WXA_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
-    wxassist = [sys.executable, "-c", "import sys, serve_app; sys.exit(serve_app.main())"]
+    wxassist = [sys.executable, "-c", "import sys; from functions.cli.main import main; sys.exit(main())"]
     for _ in range(2):
         ingested = subprocess.run([*wxassist, "kb", "ingest", str(corpus), "--json"], env=env, cwd=REPO,
                                   capture_output=True, text=True, timeout=300)

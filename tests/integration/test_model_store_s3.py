@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from functions.common.errors import ModelStoreError
-from functions.common.model_store import ModelStore, blob_key, open_model_store, restore_model
-from functions.common.model_store.s3 import S3ObjectStore, s3_client
+from functions.model_store import ModelStore, blob_key, open_model_store, restore_model
+from functions.model_store.s3 import S3ObjectStore, s3_client
 from functions.common.records import Passage
 from functions.common.settings import Settings
 from tests.fakes import REPO, demo_model_dir
@@ -92,7 +92,7 @@ def test_a_replica_starts_from_the_store_then_from_its_cache(pushed_demo, s3_ser
 
 RESTORE_SCRIPT = """
 import json, pathlib, sys, time
-from functions.common.model_store import open_model_store, restore_model
+from functions.model_store import open_model_store, restore_model
 from functions.common.settings import load_settings
 go = pathlib.Path(sys.argv[1])
 while not go.exists():
@@ -142,14 +142,14 @@ def test_an_upload_killed_midway_resumes_without_resending_finished_parts(backen
     bucket = new_bucket(s3_server, backend)
     folder = big_model_folder(tmp_path / "model", megabytes=60)
     weights = folder / "weights.bin"
-    from functions.common.model_store.versions import file_sha256
+    from functions.model_store.versions import file_sha256
 
     key = f"models/{blob_key(file_sha256(weights))}"
     uri = f"{backend}://{bucket}/models"
     with SlowLink(s3_server.port, bytes_per_s=8 << 20) as link:  # 60 MB take ~8 s: time to pull the plug
         env = {**os.environ, **s3_server.environment(), "WXA_S3_ENDPOINT": f"http://127.0.0.1:{link.port}",
                "WXA_HOME": str(tmp_path / "home"), "WXA_MODEL_PART_MB": "5"}
-        push = subprocess.Popen([sys.executable, "-m", "serve_app", "model", "push", str(folder), "--name", "big",
+        push = subprocess.Popen([sys.executable, "-m", "functions.cli.main", "model", "push", str(folder), "--name", "big",
                                  "--store", uri], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while len(finished_parts(s3_server, bucket, key)) < 3:
@@ -183,7 +183,7 @@ def corrupt_blob(s3_server, bucket: str, sha256: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_flipped_byte_in_the_store_fails_verify_and_replica_start(backend, s3_server, tmp_path, capsys):
     from functions.generate.deployment import GenerateServer
-    from serve_app import main
+    from functions.cli.main import main
 
     bucket = new_bucket(s3_server, backend)
     uri = f"{backend}://{bucket}/models"

@@ -16,12 +16,12 @@ import pytest
 
 from functions.common.settings import Settings
 from knowledge import SAMPLE_BUSINESS_INFO
-from knowledge.cli import ensure_sample_knowledge
+from functions.cli.kb import ensure_sample_knowledge
 from tests.conftest import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
 OTHER_COMPANY = FIXTURES / "other_company"
-WXASSIST = [sys.executable, "-c", "import sys, serve_app; sys.exit(serve_app.main())"]
+WXASSIST = [sys.executable, "-c", "import sys; from functions.cli.main import main; sys.exit(main())"]
 
 # The sample company's facts (knowledge/structured/business.json and its documents): none may
 # reach a customer of another company.
@@ -122,8 +122,8 @@ TWINS = [
 
 @pytest.mark.parametrize(("must_answer", "must_not_answer"), TWINS)
 def test_answerability_twins(operator_home, must_answer, must_not_answer):
-    from functions.common.embedding import build_embedder
-    from functions.common.knowledge_base import KnowledgeBase
+    from functions.kb.embedding import build_embedder
+    from functions.kb.store import KnowledgeBase
     from functions.retrieve.deployment import KnowledgeFinder
 
     home, _ = operator_home

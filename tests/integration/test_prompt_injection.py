@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from functions.common.embedding import Embedder, build_embedder
-from functions.common.knowledge_base import KnowledgeBase
+from functions.kb.embedding import build_embedder
+from functions.kb.store import KnowledgeBase
 from functions.common.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from functions.generate.core import Completion, Generator, build_messages
 from functions.retrieve.core import Retriever

@@ -14,7 +14,7 @@ import pytest
 
 from functions.common.clock import FixedClock, SystemClock
 from functions.common.outbox import Outbox, OutboxItem, RetryPolicy
-from functions.common.platform_api import RATE_LIMITED, BackgroundServer, PlatformState, platform_api_app
+from functions.emulator.platform_api import RATE_LIMITED, BackgroundServer, PlatformState, platform_api_app
 from functions.common.settings import AccountConfig, ensure_dev_credentials
 from functions.common.state import SQLiteStateStore
 from functions.push.core import PushWorker, SendAmbiguous, SendFailed

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from functions.common.emulator import WeChatEmulator, emulator_app
-from functions.common.platform_api import BackgroundServer
+from functions.emulator.emulator import WeChatEmulator, emulator_app
+from functions.emulator.platform_api import BackgroundServer
 from functions.common.settings import AccountConfig, Settings, ensure_dev_credentials
 from knowledge import SAMPLE_CORPUS_DIR
 from tests.net import free_port
@@ -29,7 +29,7 @@ class RunningService:
     home: Path
     account: AccountConfig
     emulator_url: str
-    emulator: object  # functions.common.emulator.WeChatEmulator: what users received
+    emulator: object  # functions.emulator.emulator.WeChatEmulator: what users received
 
 
 # Never used to reach a store here: every replica of the sleepy application loads them with
@@ -66,8 +66,8 @@ def ray_cluster():
 def service(ray_cluster, tmp_path_factory) -> RunningService:
     from ray import serve
 
-    from functions.common.embedding import build_embedder
-    from functions.common.knowledge_base import KnowledgeBase
+    from functions.kb.embedding import build_embedder
+    from functions.kb.store import KnowledgeBase
     from functions.generate.gguf_import import ensure_demo_model
     from knowledge.ingest import ingest
     from serve_app import APP_NAME, DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
@@ -105,8 +105,8 @@ def sleepy_service(service, tmp_path_factory) -> RunningService:
     that takes as long as each question says, for WeChat's deadlines."""
     from ray import serve
 
-    from functions.common.embedding import build_embedder
-    from functions.common.knowledge_base import KnowledgeBase
+    from functions.kb.embedding import build_embedder
+    from functions.kb.store import KnowledgeBase
     from knowledge.ingest import ingest
     from serve_app import DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
     from tests.fakes import SleepyEngine
@@ -158,8 +158,8 @@ def run_sleepy_app(service: RunningService, tmp_path_factory, name: str, generat
     ``corpus`` is what its knowledge base holds."""
     from ray import serve
 
-    from functions.common.embedding import build_embedder
-    from functions.common.knowledge_base import KnowledgeBase
+    from functions.kb.embedding import build_embedder
+    from functions.kb.store import KnowledgeBase
     from knowledge.ingest import ingest
     from serve_app import DEFAULT_SERVE_CONFIG, compose_app, read_serve_config
     from tests.fakes import SleepyEngine

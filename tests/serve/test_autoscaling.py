@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from functions.common.emulator import UserMessage
+from functions.emulator.emulator import UserMessage
 from tests.polling import wait_for
 from tests.serve.conftest import run_sleepy_app
 

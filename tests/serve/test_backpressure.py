@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from functions.common.emulator import UserMessage
+from functions.emulator.emulator import UserMessage
 from functions.common.settings import Settings
 from tests.serve.conftest import CROWDED_GENERATE_QUEUE
 

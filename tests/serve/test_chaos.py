@@ -19,7 +19,7 @@ import time
 import pytest
 
 from functions.common.clock import SystemClock
-from functions.common.emulator import UserMessage
+from functions.emulator.emulator import UserMessage
 from functions.common.job_journal import JobJournal
 from functions.common.ledger import KEY_PREFIX as LEDGER_PREFIX
 from functions.common.outbox import Outbox

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from functions.common.emulator import UserMessage, run_burst
+from functions.emulator.emulator import UserMessage, run_burst
 from tests.serve.conftest import run_sleepy_app
 
 pytestmark = pytest.mark.serve
@@ -46,7 +46,7 @@ def burst_service(service, tmp_path_factory):
     bench's settings over deploy/local.yaml. One difference: intent's kNN step is off (as in the
     other deadline applications). Here the burst shares 2 cores with the session's other
     applications, and embedding every question with MiniLM on top starved the deliveries."""
-    from serve_app import BURST_GENERATE_CONCURRENCY, BURST_INGRESS_REPLICAS, BURST_SETTINGS
+    from functions.cli.bench import BURST_GENERATE_CONCURRENCY, BURST_INGRESS_REPLICAS, BURST_SETTINGS
 
     yield from run_sleepy_app(service, tmp_path_factory, "burst", {"max_ongoing_requests": BURST_GENERATE_CONCURRENCY},
                               replicas={"ingress": BURST_INGRESS_REPLICAS},
@@ -58,7 +58,7 @@ def test_a_burst_of_200_messages_from_50_users_is_answered_exactly_once(burst_se
     answers are deferred or pushed. Counted per message (each carries its own tag, which the
     answer repeats): none lost, none answered twice."""
     from functions.common.settings import Settings
-    from serve_app import BURST_ANSWER_S, nothing_left_to_send
+    from functions.cli.bench import BURST_ANSWER_S, nothing_left_to_send
 
     report = asyncio.run(run_burst(burst_service.emulator, messages=200, users=50, seconds=10,
                                    text=f"你们的退货政策是什么？#{BURST_ANSWER_S}",
@@ -74,7 +74,7 @@ def test_a_delivery_whose_client_gives_up_does_not_cancel_the_job(sleepy_service
     import time
 
     from functions.common.clock import SystemClock
-    from functions.common.platform import PlatformSimulator, text_message_xml
+    from functions.emulator.platform import PlatformSimulator, text_message_xml
 
     platform = PlatformSimulator(sleepy_service.account, SystemClock())
     xml = text_message_xml(to_user="gh", from_user="o-hangup", content="你们的退货政策是什么？#3",
@@ -91,8 +91,8 @@ def test_identical_retries_held_six_seconds_are_each_answered_exactly_once(sleep
     import time
 
     from functions.common.clock import SystemClock
-    from functions.common.emulator import SentMessage
-    from functions.common.platform import PlatformSimulator, reply_text, text_message_xml
+    from functions.emulator.emulator import SentMessage
+    from functions.emulator.platform import PlatformSimulator, reply_text, text_message_xml
 
     emulator, account = sleepy_service.emulator, sleepy_service.account
     platform = PlatformSimulator(account, SystemClock())
@@ -124,7 +124,7 @@ def test_identical_retries_held_six_seconds_are_each_answered_exactly_once(sleep
 
     wait_for(lambda: all(answers().values()), 60, "every message answered", 0.5)
     from functions.common.settings import Settings
-    from serve_app import nothing_left_to_send
+    from functions.cli.bench import nothing_left_to_send
 
     wait_for(nothing_left_to_send(Settings(home=sleepy_service.home)), 60, "nothing left to send", 0.5)
     assert set(answers().values()) == {1}, answers()

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from functions.common.emulator import UserMessage
+from functions.emulator.emulator import UserMessage
 from tests.polling import wait_for
 from tests.serve.conftest import ON_DEMAND, SPOT, kill_replica, run_sleepy_app, serve_replicas
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from functions.common.clock import FixedClock, SystemClock
-from functions.common.platform import PlatformSimulator, event_message_xml, reply_text, text_message_xml
+from functions.emulator.platform import PlatformSimulator, event_message_xml, text_message_xml
 from tests.serve.conftest import REPO
 
 pytestmark = pytest.mark.serve
@@ -126,7 +126,7 @@ def _signed_query(service) -> dict[str, str]:
 def test_wxassist_chat_prints_the_grounded_answer(service):
     env = {**os.environ, "WXA_HOME": str(service.home)}
     chat = subprocess.run(
-        [sys.executable, "-c", "import sys, serve_app; sys.exit(serve_app.main())", "chat", "你们的退货政策是什么？",
+        [sys.executable, "-c", "import sys; from functions.cli.main import main; sys.exit(main())", "chat", "你们的退货政策是什么？",
          "--emulator", service.emulator_url],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from functions.common.emulator import UserMessage
-from observability.trace_cli import message_spans
+from functions.emulator.emulator import UserMessage
+from observability.span_files import message_spans
 from tests.serve.conftest import SLEEPY_S3_KEYS
 from tests.serve.test_end_to_end import deliver, text
 

@@ -10,7 +10,7 @@ import zlib
 import pytest
 
 from functions.common.clock import SystemClock
-from functions.common.platform import PlatformSimulator, text_message_xml
+from functions.emulator.platform import PlatformSimulator, text_message_xml
 from functions.common.settings import Settings
 
 pytestmark = pytest.mark.serve

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from functions.common.emulator import UserMessage
+from functions.emulator.emulator import UserMessage
 from functions.common.settings import Settings
 
 pytestmark = pytest.mark.serve

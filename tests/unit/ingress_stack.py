@@ -10,7 +10,7 @@ import asyncio
 from fastapi.testclient import TestClient
 
 from functions.common.clock import SystemClock
-from functions.common.platform import PlatformSimulator
+from functions.emulator.platform import PlatformSimulator
 from functions.common.records import Found
 from functions.common.settings import Settings
 from functions.decrypt.deployment import DecryptServer
@@ -19,7 +19,9 @@ from functions.generate.deployment import GenerateServer
 from functions.intent.deployment import IntentServer
 from functions.retrieve.core import Retriever
 from functions.retrieve.faq import FaqMatcher
-from serve_app import InProcessHandle, Ingress, http_app  # noqa: F401 - re-exported for tests
+from functions.ingress.deployment import Ingress
+from functions.ingress.handles import InProcessHandle
+from functions.ingress.http import http_app  # noqa: F401 - re-exported for tests
 from tests.fakes import EchoEngine, ListSearch, passage
 
 POLICY = passage("returns", 0, title="退货政策", text="青禾家居支持7天无理由退货，自签收次日起7天内可在小程序申请。")

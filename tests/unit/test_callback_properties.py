@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from functions.common.clock import FixedClock, FixedRandom, SecureRandom
 from functions.common.errors import RejectedRequest
-from functions.common.platform import PlatformSimulator, text_message_xml
+from functions.emulator.platform import PlatformSimulator, text_message_xml
 from functions.common.safe_xml import cdata
 from functions.common.wechat_crypto import MessageCipher, sha1_signature
 from functions.decrypt.core import CallbackVerifier

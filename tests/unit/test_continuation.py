@@ -15,7 +15,7 @@ from functions.common.continuation import (
     hint_reserve_bytes,
     is_continue_request,
 )
-from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow
+from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow
 from functions.common.ledger import ClaimLedger
 from functions.common.records import InboundMessage, Reply
 from functions.common.state import SQLiteStateStore

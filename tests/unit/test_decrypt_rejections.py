@@ -21,7 +21,7 @@ from functions.common.errors import (
     StaleTimestamp,
     UnknownAccount,
 )
-from functions.common.platform import PlatformSimulator, text_message_xml
+from functions.emulator.platform import PlatformSimulator, text_message_xml
 from functions.common.wechat_crypto import pkcs7_pad, sha1_signature
 from functions.decrypt.core import CallbackVerifier
 

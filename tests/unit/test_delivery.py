@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from functions.common.clock import ManualClock
-from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, PushOverflow
+from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy, PushOverflow
 from functions.common.job_journal import JobJournal
 from functions.common.ledger import ClaimLedger
 from functions.common.outbox import PENDING_QUEUE, Outbox

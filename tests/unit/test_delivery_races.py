@@ -13,13 +13,12 @@ import asyncio
 import pytest
 
 from functions.common.clock import ManualClock
-from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, PushOverflow
+from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy, PushOverflow
 from functions.common.job_journal import JobJournal
 from functions.common.ledger import ClaimLedger
 from functions.common.outbox import PENDING_QUEUE, Outbox
 from functions.common.records import InboundMessage, Reply
 from functions.common.state import SQLiteStateStore
-from tests.fakes import inline
 from tests.unit.wechat_schedule import WeChat
 
 START_S = 1_000_000.0

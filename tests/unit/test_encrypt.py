@@ -4,7 +4,7 @@ import pytest
 
 from functions.common.clock import FixedClock, SecureRandom
 from functions.common.continuation import hint_reserve_bytes
-from functions.common.platform import PlatformSimulator
+from functions.emulator.platform import PlatformSimulator
 from functions.common.records import InboundMessage
 from functions.encrypt.core import (
     WECHAT_TEXT_LIMIT_BYTES,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from functions.common.platform import reply_text, text_message_xml
+from functions.emulator.platform import reply_text, text_message_xml
 from functions.common.records import Passage
 from functions.common.text import faq_similarity
 from functions.generate.deployment import GenerateServer

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from functions.common.records import Passage
-from functions.generate.grounding import acceptable, bigrams, coverage, extractive_answer, leaks_prompt, repetitive, support
+from functions.common.text import coverage
+from functions.generate.grounding import acceptable, bigrams, extractive_answer, leaks_prompt, repetitive, support
 
 RETURNS = Passage(
     "r:0", "r", "returns-policy.md", "退货政策",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from functions.common.clock import SystemClock
-from functions.common.platform import Callback, PlatformSimulator
+from functions.emulator.platform import Callback, PlatformSimulator
 from functions.common.settings import Settings
 from functions.common.wechat_crypto import sha1_signature
 from functions.generate.deployment import GenerateServer

@@ -7,14 +7,15 @@ import time
 
 from functions.common.clock import SystemClock
 from functions.common.outbox import PENDING_QUEUE, OutboxItem
-from functions.common.platform import PlatformSimulator, event_message_xml, reply_text, text_message_xml
+from functions.emulator.platform import PlatformSimulator, event_message_xml, reply_text, text_message_xml
 from functions.common.settings import Settings
 from functions.common.state import SQLiteStateStore
 from functions.decrypt.deployment import DecryptServer
 from functions.encrypt.deployment import EncryptServer
 from functions.generate.deployment import GenerateServer
 from functions.intent.deployment import IntentServer
-from serve_app import GENERATE_ATTEMPTS, Ingress, http_app
+from functions.ingress.deployment import GENERATE_ATTEMPTS, Ingress
+from functions.ingress.http import http_app
 from tests.fakes import EchoEngine
 from tests.unit.ingress_stack import (POLICY, Broken, FailsFirst, InProcessHandle, ReadyOnly, RetrieveFromList, make_client,
                                      post, queue_full, replica_lost, serving)

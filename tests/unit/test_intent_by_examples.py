@@ -8,7 +8,7 @@ import pytest
 
 from functions.common.records import InboundMessage, Route
 from functions.intent.core import IntentClassifier, IntentTexts
-from functions.intent.by_examples import Example, HybridEmbedding, KnnIntent, LinearIntent, read_examples
+from functions.intent.by_examples import Example, HybridEmbedding, KnnIntent, read_examples
 
 EXAMPLES = [
     Example("转人工", "handoff"), Example("我要人工客服", "handoff"), Example("帮我转接人工", "handoff"),

@@ -88,7 +88,7 @@ def test_a_long_faq_answer_is_split_under_its_question(tmp_path):
 
 
 def test_values_are_clipped_by_utf8_bytes_for_milvus_servers():
-    from functions.common.knowledge_base import clip_utf8
+    from functions.kb.store import clip_utf8
 
     assert clip_utf8("退货政策", 7) == "退货"  # never half a character
     assert clip_utf8("abc", 10) == "abc"

@@ -8,7 +8,7 @@ import pytest
 
 from functions.common.clock import FixedClock
 from functions.common.limits import LimitPolicy, RateLimiter
-from functions.common.platform import reply_text, text_message_xml
+from functions.emulator.platform import reply_text, text_message_xml
 from functions.common.records import InboundMessage
 from functions.common.state import SQLiteStateStore
 from functions.generate.deployment import GenerateServer

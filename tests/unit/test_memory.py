@@ -8,7 +8,7 @@ import pytest
 
 from functions.common.clock import FixedClock
 from functions.common.memory import ConversationMemory, memory_key
-from functions.common.platform import event_message_xml, reply_text, text_message_xml
+from functions.emulator.platform import event_message_xml, reply_text, text_message_xml
 from functions.common.records import Found, InboundMessage, Passage, Turn
 from functions.common.state import SQLiteStateStore
 from functions.generate.core import Completion, build_messages, recent_turns
@@ -163,7 +163,7 @@ def test_a_thousand_users_never_see_each_others_canaries(home):
     ],
 )
 def test_only_a_short_follow_up_is_searched_with_the_question_before_it(question, searched):
-    from serve_app import retrieval_query
+    from functions.ingress.deployment import retrieval_query
 
     assert retrieval_query(question, (Turn("退货政策是什么？", "七天。"),)) == searched
     assert retrieval_query(question, ()) == question

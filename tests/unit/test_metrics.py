@@ -7,7 +7,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from functions.common.platform import text_message_xml
+from functions.emulator.platform import text_message_xml
 from functions.common.settings import Settings
 from functions.common.state import SQLiteStateStore
 from observability import metrics

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from functions.common.clock import FixedClock
-from functions.common.model_store import LocalObjectStore, ModelStore, ModelStoreError, restore_model
-from functions.common.model_store.multipart import FinishedPart, upload_file
-from functions.common.model_store.objects import NO_PROGRESS
-from functions.common.model_store.restore import verify_local
+from functions.model_store import LocalObjectStore, ModelStore, ModelStoreError, restore_model
+from functions.model_store.multipart import FinishedPart, upload_file
+from functions.model_store.objects import NO_PROGRESS
+from functions.model_store.restore import verify_local
 from tests.unit.test_model_store import model_folder
 
 

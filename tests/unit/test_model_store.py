@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from functions.common.clock import FixedClock
-from functions.common.model_store import LocalObjectStore, ModelStore, ModelStoreError, blob_key, parse_ref
-from functions.common.model_store.versions import manifest_key
+from functions.model_store import LocalObjectStore, ModelStore, ModelStoreError, blob_key, parse_ref
+from functions.model_store.versions import manifest_key
 
 
 def model_folder(root: Path, weights: bytes = b"weights-v1", config: str = '{"layers": 2}') -> Path:
@@ -87,7 +87,7 @@ def test_missing_models_and_versions_say_what_exists(store, tmp_path):
 def test_the_command_line_pushes_lists_and_fails_verify_loudly(tmp_path, capsys):
     import json
 
-    from serve_app import main
+    from functions.cli.main import main
 
     folder, root = model_folder(tmp_path / "m"), tmp_path / "store"
     assert main(["model", "push", str(folder), "--name", "demo", "--source", "demo.gguf", "--store", str(root)]) == 0

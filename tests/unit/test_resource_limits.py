@@ -12,7 +12,7 @@ import pytest
 from functions.common.clock import SystemClock
 from functions.common.errors import ConfigurationError
 from functions.common.outbox import PENDING_QUEUE, Outbox, OutboxItem
-from functions.common.platform import reply_text, text_message_xml
+from functions.emulator.platform import reply_text, text_message_xml
 from functions.common.settings import Settings, load_settings
 from functions.common.state import SQLiteStateStore
 from functions.generate.deployment import GenerateServer

@@ -190,7 +190,7 @@ def test_a_real_trace_is_read_from_csv(tmp_path):
 
 
 def test_simulate_scaling_prints_json_priced_from_infra_and_writes_the_plot(tmp_path, capsys):
-    from serve_app import main
+    from functions.cli.main import main
 
     trace = tmp_path / "burst.csv"
     trace.write_text("\n".join(str(i * 0.05) for i in range(2000)), encoding="utf-8")
@@ -213,7 +213,7 @@ def test_simulate_scaling_prints_json_priced_from_infra_and_writes_the_plot(tmp_
 
 
 def test_simulate_scaling_refuses_reporting_a_seed_it_tuned_on(tmp_path, capsys):
-    from serve_app import main
+    from functions.cli.main import main
 
     assert main(["simulate-scaling", "--seeds", "3-6", "--tune-seeds", "0-3"]) == 2
     assert "overlap" in capsys.readouterr().err

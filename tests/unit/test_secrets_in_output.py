@@ -61,8 +61,8 @@ def test_the_cli_never_prints_a_secret(tmp_path, name):
 
 PUSH_AT_DEBUG = """
 import os
-from functions.common.emulator import WeChatEmulator, emulator_app
-from functions.common.platform_api import BackgroundServer
+from functions.emulator.emulator import WeChatEmulator, emulator_app
+from functions.emulator.platform_api import BackgroundServer
 from functions.common.settings import load_settings
 from functions.common.state import SQLiteStateStore
 from functions.push.wechat_api import WeChatSender

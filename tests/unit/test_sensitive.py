@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from functions.common.platform import reply_text, text_message_xml
+from functions.emulator.platform import reply_text, text_message_xml
 from functions.common.sensitive import SensitiveWordFilter, WordList, normalise_with_positions
 from functions.common.settings import load_settings
 from functions.generate.deployment import GenerateServer

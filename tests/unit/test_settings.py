@@ -107,7 +107,7 @@ def test_production_runs_on_real_credentials_and_never_generates_development_one
 
 def test_wxassist_up_in_production_without_an_account_stops_before_making_development_credentials(
         tmp_path, monkeypatch, capsys):
-    from serve_app import main
+    from functions.cli.main import main
 
     production_env(monkeypatch, tmp_path)
     assert main(["up"]) == 2

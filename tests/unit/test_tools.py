@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from functions.common.errors import ConfigurationError
-from functions.common.platform import reply_text, text_message_xml
+from functions.emulator.platform import reply_text, text_message_xml
 from functions.common.records import InboundMessage, Route
 from functions.generate.deployment import GenerateServer
 from functions.intent.business_info import BusinessInfo

@@ -14,13 +14,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from functions.common.outbox import OutboxItem
-from functions.common.platform import text_message_xml
+from functions.emulator.platform import text_message_xml
 from functions.push.core import PushAttempt
 from functions.push.deployment import observe_attempt
 from observability import tracing
 from observability.logs import TraceIds
-from observability.trace_cli import message_spans, render_tree
-from serve_app import main
+from observability.span_files import message_spans, render_tree
+from functions.cli.main import main
 from functions.generate.deployment import GenerateServer
 from tests.fakes import SleepyEngine
 from tests.polling import wait_for
@@ -88,7 +88,7 @@ def test_one_message_is_one_trace_with_a_span_per_step_in_the_right_places(home,
 
 def test_the_ingress_continues_an_incoming_traceparent(home, spans):
     from functions.common.clock import SystemClock
-    from functions.common.platform import PlatformSimulator
+    from functions.emulator.platform import PlatformSimulator
     from functions.common.settings import Settings
 
     client = make_client(home)

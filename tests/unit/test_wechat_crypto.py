@@ -9,7 +9,7 @@ from wechatpy.crypto import WeChatCrypto
 
 from functions.common.clock import FixedClock, FixedRandom
 from functions.common.errors import SignatureMismatch, StaleTimestamp
-from functions.common.platform import PlatformSimulator
+from functions.emulator.platform import PlatformSimulator
 from functions.common.records import InboundMessage
 from functions.common.wechat_crypto import MessageCipher, sha1_signature, signature_matches
 from functions.decrypt.core import CallbackVerifier

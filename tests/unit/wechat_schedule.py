@@ -14,7 +14,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 from functions.common.clock import ManualClock
-from functions.common.delivery import DeliveryCoordinator, Outcome
+from functions.common.records import Outcome
+from functions.ingress.delivery import DeliveryCoordinator
 from functions.common.records import InboundMessage
 
 

@@ -1,19 +1,15 @@
 """Where model files live: the object-store interface, progress reporting, and the local
 directory store (the embedded default). S3 and MinIO live in ``s3.py`` and ``minio_objects.py``;
-``open_object_store`` picks one from a URI."""
+``factory.open_object_store`` picks one from a URI."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlparse
+from typing import Protocol
 
 from functions.common.errors import ModelStoreError
-
-if TYPE_CHECKING:
-    from functions.common.settings import Settings
 
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -58,28 +54,6 @@ class ObjectStore(Protocol):
     def keys(self, prefix: str) -> Iterator[str]: ...
 
     def delete(self, key: str) -> None: ...
-
-
-def open_object_store(uri: str, settings: Settings) -> ObjectStore:
-    """``s3://bucket/prefix`` (boto3), ``minio://bucket/prefix`` (the MinIO SDK), or a
-    directory (a path, or ``file:///path``)."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("s3", "minio"):
-        bucket, prefix = parsed.netloc, parsed.path.strip("/")
-        if not bucket:
-            raise ModelStoreError(f"no bucket in the model store URI {uri!r}: use {parsed.scheme}://bucket/prefix")
-        if parsed.scheme == "s3":
-            from functions.common.model_store.s3 import S3ObjectStore
-
-            return S3ObjectStore.from_settings(bucket, prefix, settings)
-        from functions.common.model_store.minio_objects import MinioObjectStore
-
-        return MinioObjectStore.from_settings(bucket, prefix, settings)
-    if parsed.scheme == "file":
-        return LocalObjectStore(Path(parsed.path))
-    if parsed.scheme and len(parsed.scheme) > 1:  # "C:" style drive letters are paths
-        raise ModelStoreError(f"unknown model store {uri!r}: use a directory, s3://bucket/prefix or minio://bucket/prefix")
-    return LocalObjectStore(Path(uri))
 
 
 class LocalObjectStore:

@@ -1,5 +1,5 @@
 """The knowledge base: one Milvus collection holding each chunk's text, a dense embedding
-(the configured embedder: functions/common/embedding.py) and a BM25 sparse vector Milvus
+(the configured embedder: functions/kb/embedding.py) and a BM25 sparse vector Milvus
 computes from the text with the jieba analyzer. It answers the two searches separately and
 ``functions.retrieve.core`` fuses them (Milvus Lite's own ``hybrid_search`` ranks its negated
 BM25 scores backwards).
@@ -22,11 +22,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from functions.common.embedding import Embedder
+from functions.kb.embedding import Embedder
 from functions.common.errors import KnowledgeBaseBusy, KnowledgeBaseError, KnowledgeBaseMismatch
 from functions.common.records import Passage
 

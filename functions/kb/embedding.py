@@ -14,7 +14,7 @@ the one embedder configured by ``WXA_EMBEDDER``:
 
 An embedder has a ``name`` that says which model (and version) it is: a knowledge base records
 the name and dimension it was built with, and refuses to be searched with another
-(functions/common/knowledge_base.py), since vectors of two models are not comparable.
+(functions/kb/store.py), since vectors of two models are not comparable.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def build_embedder(settings) -> Embedder:
         return minilm_embedder()
     prefixes = {"query_prefix": settings.embedding_query_prefix, "passage_prefix": settings.embedding_passage_prefix}
     if choice.startswith("store:"):
-        from functions.common.model_store import open_model_store, restore_model
+        from functions.model_store import open_model_store, restore_model
 
         restored = restore_model(lambda: open_model_store(settings), choice.removeprefix("store:"),
                                  settings.model_cache_dir(), rehash=settings.model_cache_rehash)

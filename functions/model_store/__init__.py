@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functions.common.errors import ModelStoreError
-from functions.common.model_store.objects import NO_PROGRESS, LocalObjectStore, ObjectStore, Progress, open_object_store
-from functions.common.model_store.restore import Restored, cached_version_dir, restore_model
-from functions.common.model_store.versions import (
+from functions.model_store.factory import open_object_store
+from functions.model_store.objects import NO_PROGRESS, LocalObjectStore, ObjectStore, Progress
+from functions.model_store.restore import Restored, cached_version_dir, restore_model
+from functions.model_store.versions import (
     Manifest,
     ModelStore,
     PushReport,

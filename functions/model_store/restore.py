@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from functions.common.errors import ModelStoreError
-from functions.common.model_store.objects import NO_PROGRESS, Progress
-from functions.common.model_store.versions import MANIFEST, Manifest, ModelStore, file_sha256, parse_ref
+from functions.model_store.objects import NO_PROGRESS, Progress
+from functions.model_store.versions import MANIFEST, Manifest, ModelStore, file_sha256, parse_ref
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from functions.cli.arguments import positive_int
 from functions.common.errors import WxAssistError
 from functions.common.settings import load_settings
 
@@ -44,7 +45,7 @@ class ProgressBars:
 
 
 def _store(opts: argparse.Namespace):
-    from functions.common.model_store import open_model_store
+    from functions.model_store import open_model_store
 
     return open_model_store(load_settings(), opts.store)
 
@@ -74,7 +75,7 @@ def _cmd_push(opts: argparse.Namespace) -> int:
 
 
 def _cmd_pull(opts: argparse.Namespace) -> int:
-    from functions.common.model_store import restore_model
+    from functions.model_store import restore_model
 
     settings = load_settings()
     store = _store(opts)
@@ -113,7 +114,7 @@ def _cmd_ls(opts: argparse.Namespace) -> int:
 
 
 def _cmd_verify(opts: argparse.Namespace) -> int:
-    from functions.common.model_store.restore import verify_local
+    from functions.model_store.restore import verify_local
 
     store = _store(opts)
     bars = ProgressBars(opts.ref)
@@ -147,13 +148,6 @@ def _cmd_import_gguf(opts: argparse.Namespace) -> int:
     import_gguf(gguf, target, overwrite=opts.force)
     print(f"converted {gguf.name} -> {target} in {time.monotonic() - started_s:.1f} s")
     return 0
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def register_model_commands(commands) -> None:

@@ -1,69 +1,48 @@
-"""wxassist's Serve application, its ingress, and the ``wxassist`` command.
-
-``build_app(args)`` is the import path for ``serve run deploy/local.yaml``, ``serve deploy``
-and KubeRay's ``serveConfigV2``. Replicas, autoscaling and resources live in ``deploy/*.yaml``,
-not in decorators: the builder applies ``serve.deployment(cls, **options)`` to plain classes.
-"""
+"""The ingress deployment: the HTTP edge of the service. It reads WeChat's callback under a
+cap, claims the message once, runs the conversation's stages (limits, continuation, memory,
+routing, the answer and its deferral) through the functions' handles, and turns every failure
+into a 4xx or an empty reply, never a 500. ``serve_app.compose_app`` builds it."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextvars
 import dataclasses
-import inspect
-import json
-import os
 import re
-import signal
-import sys
 import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from functions.common.clock import Clock, SystemClock
-from functions.common.errors import WxAssistError
 from functions.common.continuation import ContinuationStore, continued_text, is_continue_request
-from functions.common.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow, Outcome, Overflow, PushOverflow
+from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow, Overflow, PushOverflow
 from functions.common.ledger import ClaimLedger, dedupe_digest
 from functions.common.job_journal import JobJournal
 from functions.common.limits import LimitPolicy, RateLimiter
 from functions.common.memory import ConversationMemory
 from functions.common.outbox import Outbox
-from functions.common.records import Answer, InboundMessage, Intent, Rejection, Reply, Route, Turn
+from functions.common.records import Answer, InboundMessage, Intent, Outcome, Rejection, Reply, Route, Turn
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
-from functions.cli.eval_command import register_eval_command
 from functions.ingress.answer_mode import AnswerModes
-from functions.common.model_store.cli import positive_int, register_model_commands
-from functions.common.pipeline_bench import register_pipeline_bench
-from functions.common.serve_config import APP_NAME, read_serve_config_file
-from functions.generate.scaling.cli import register_drain_command, register_simulate_command
-from functions.generate.throughput import register_generate_bench
-from knowledge.cli import ensure_sample_knowledge, open_kb, register_kb_commands
+from functions.ingress.handles import carrying_trace, fused_steps
+from functions.ingress.http import http_app, log_failure, read_capped_body, rejected, unavailable
 from observability import metrics
-from observability.logs import audit_event, configure_logging, hashed_user, log_event, logger
+from observability.logs import audit_event, hashed_user, log_event
 from observability.message_telemetry import MessageTelemetry
-from observability.trace_cli import register_trace_command
-from observability.tracing import (ReportsSpans, TracedHandle, configure_for, current_traceparent, detached_context,
+from observability.tracing import (ReportsSpans, configure_for, current_traceparent, detached_context,
                                    untraced)
 
-REPO_DIR = Path(__file__).resolve().parent
-DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
-DEFAULT_EMULATOR_URL = "http://127.0.0.1:8001"
+
 # A "继续" waits on an answer still being generated; a pending mark older than this is
 # presumed lost with its replica.
 PENDING_STALE_S = 120.0
 # A replica lost mid-answer is retried once: a question that itself kills replicas (an OOM)
 # must not take down a third.
 GENERATE_ATTEMPTS = 2
-
-# ---- the ingress -----------------------------------------------------------------------
 
 
 class Ingress(ReportsSpans):
@@ -142,11 +121,11 @@ class Ingress(ReportsSpans):
         )
         if decrypt is None:  # fused (compose_app passes None for all three): the cheap steps run here
             decrypt, intent, encrypt = fused_steps(settings_overrides)
-        self._decrypt = _carrying_trace(decrypt)
-        self._intent = _carrying_trace(intent)
-        self._retrieve = _carrying_trace(retrieve)
-        self._generate = _carrying_trace(generate)
-        self._encrypt = _carrying_trace(encrypt)
+        self._decrypt = carrying_trace(decrypt)
+        self._intent = carrying_trace(intent)
+        self._retrieve = carrying_trace(retrieve)
+        self._generate = carrying_trace(generate)
+        self._encrypt = carrying_trace(encrypt)
         self._push = push  # never called per message: jobs reach it through the outbox
         self._max_body_bytes = settings.max_body_bytes
         self._failure_text = settings.failure_text
@@ -202,18 +181,18 @@ class Ingress(ReportsSpans):
         try:
             result = await self._decrypt.verify_url.remote(account, dict(request.query_params))
         except Exception as exc:
-            return _unavailable("verify_url", exc)
+            return unavailable("verify_url", exc)
         if isinstance(result, Rejection):
-            return _rejected(account, result)
+            return rejected(account, result)
         return PlainTextResponse(result)
 
     async def callback(self, account: str, request: Request) -> Response:
         started_s = time.monotonic()
         arrived_s = self._clock.now_s()  # WeChat's window for this delivery runs from here
         self.watch_for_orphans()
-        body = await _read_capped_body(request, self._max_body_bytes)
+        body = await read_capped_body(request, self._max_body_bytes)
         if body is None:
-            return _rejected(account, Rejection(413, "BodyTooLarge", f"body exceeds {self._max_body_bytes} bytes"))
+            return rejected(account, Rejection(413, "BodyTooLarge", f"body exceeds {self._max_body_bytes} bytes"))
         # The message is in our hands now. WeChat hangs up after 5 s and Serve then cancels this
         # handler and its calls; a busy replica can take that long before the claim, and a
         # message whose every delivery was cancelled before its claim would be lost. So the
@@ -241,7 +220,7 @@ class Ingress(ReportsSpans):
             if delivered is not None:
                 await self._delivery.retract(*delivered)
         except Exception as exc:
-            _log_failure("retract", exc)
+            log_failure("retract", exc)
 
     async def _intake(
         self, account: str, query: dict[str, str], body: bytes, started_s: float, arrived_s: float,
@@ -259,10 +238,10 @@ class Ingress(ReportsSpans):
             opened = await self._decrypt.open_callback.remote(account, query, body)
         except Exception as exc:  # a bug or a dead replica, not the sender's fault: WeChat retries
             self._telemetry.rejected(type(exc).__name__)
-            return _unavailable("open_callback", exc), None
+            return unavailable("open_callback", exc), None
         if isinstance(opened, Rejection):
             self._telemetry.rejected(opened.error)
-            return _rejected(account, opened), None
+            return rejected(account, opened), None
         self._telemetry.opened(opened)
         outcome = await self._delivery.deliver(opened, arrived_s=arrived_s, hung_up=hung_up)
         self._telemetry.delivered(outcome)
@@ -339,12 +318,12 @@ class Ingress(ReportsSpans):
                 return await self._encrypt.text_reply.remote(message, intent.reply), details
             return await self._answer_question(message, intent, max_new_tokens, details, deadline_s), details
         except Exception as exc:  # the user gets an apology, WeChat gets a 200, the log the cause
-            _log_failure("answer", exc)
+            log_failure("answer", exc)
             details["error"] = type(exc).__name__
             try:
                 return await self._encrypt.text_reply.remote(message, self._failure_text), details
             except Exception as second:
-                _log_failure("failure reply", second)
+                log_failure("failure reply", second)
                 return NO_REPLY, details
 
     async def _answer_question(
@@ -459,7 +438,7 @@ class Ingress(ReportsSpans):
                 await asyncio.sleep(pause_s)
                 pause_s = min(pause_s * 2, 8.0)
             except Exception as exc:  # the user was promised an answer: an apology beats silence
-                _log_failure("deferred answer", exc)
+                log_failure("deferred answer", exc)
                 reply = await self._encrypt.text_reply.remote(message, self._failure_text)
                 break
         await self._overflow(message.account).hold(message, job_id, reply.parts, 0)
@@ -471,7 +450,7 @@ class Ingress(ReportsSpans):
             try:
                 await call
             except Exception as exc:
-                _log_failure("background call", exc)
+                log_failure("background call", exc)
 
         self._keep(asyncio.create_task(run(), context=detached_context()))  # in the message's trace, if any
 
@@ -491,7 +470,7 @@ class Ingress(ReportsSpans):
             try:
                 backlog = await asyncio.to_thread(self._outbox.backlog)
             except Exception as exc:  # a store outage refuses nothing, and is not asked again at once
-                _log_failure("outbox backlog", exc)
+                log_failure("outbox backlog", exc)
                 backlog = 0
             self._backlog_seen = (backlog, time.monotonic())
         if backlog < self._outbox_max_pending:
@@ -508,7 +487,7 @@ class Ingress(ReportsSpans):
         try:
             admission = await asyncio.to_thread(self._limiter.admit, message)
         except Exception as exc:  # limits protect the GPU; a store outage must not silence users
-            _log_failure("rate limit", exc)
+            log_failure("rate limit", exc)
             return None
         if admission.allowed:
             return None
@@ -520,14 +499,14 @@ class Ingress(ReportsSpans):
         try:
             return await asyncio.to_thread(self._memory.recall, message)
         except Exception as exc:  # an answer without context beats no answer
-            _log_failure("recall", exc)
+            log_failure("recall", exc)
             return ()
 
     async def _remember(self, message: InboundMessage, question: str, answer: str) -> None:
         try:
             await asyncio.to_thread(self._memory.remember, message, question, answer)
         except Exception as exc:
-            _log_failure("remember", exc)
+            log_failure("remember", exc)
 
     async def _forget(self, message: InboundMessage, intent: Intent) -> None:
         """/reset clears the conversation; unsubscribing also drops answers held for 继续."""
@@ -569,474 +548,3 @@ def retrieval_query(question: str, history: tuple[Turn, ...], short_chars: int =
     if not history or len(bare) >= short_chars or not FOLLOW_UP.search(bare):
         return question
     return f"{history[-1].question} {question}"
-
-
-class InProcessHandle:
-    """A deployment class run in the calling process behind the handle interface:
-    ``handle.method.remote(...)`` awaits the method in a thread, as a replica would run it,
-    or, with ``inline``, calls it on the event loop (for sub-millisecond CPU work, where the
-    hop to a thread and back costs more than the call). Fused mode, benchmarks and tests."""
-
-    def __init__(self, target: Any, *, inline: bool = False):
-        self._target = target
-        self._inline = inline
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._target, name)
-        inline = self._inline
-
-        class _Call:
-            @staticmethod
-            def remote(*args: Any, **kwargs: Any):
-                if inspect.iscoroutinefunction(method):
-                    return method(*args, **kwargs)
-                if inline:
-                    return _completed(method, *args, **kwargs)
-                return asyncio.to_thread(method, *args, **kwargs)
-
-        return _Call()
-
-
-async def _completed(method, *args: Any, **kwargs: Any) -> Any:
-    return method(*args, **kwargs)
-
-
-def fused_steps(settings_overrides: dict[str, Any] | None) -> tuple[InProcessHandle, InProcessHandle, InProcessHandle]:
-    """Decrypt, intent and encrypt inside the calling process (fused mode, and the bench's
-    in-process floor). Decrypting and encrypting one message take well under a millisecond,
-    so a thread hop would cost more than the work; intent may embed the question (kNN): a thread."""
-    from functions.decrypt.deployment import DecryptServer
-    from functions.encrypt.deployment import EncryptServer
-    from functions.intent.deployment import IntentServer
-
-    return (InProcessHandle(DecryptServer(settings_overrides), inline=True),
-            InProcessHandle(IntentServer(settings_overrides)),
-            InProcessHandle(EncryptServer(settings_overrides), inline=True))
-
-
-def _carrying_trace(handle: Any) -> Any:
-    """A Serve handle's calls carry the message's trace to the replica. An in-process one
-    needs nothing: its spans find the caller's in the context."""
-    return handle if isinstance(handle, InProcessHandle) else TracedHandle(handle)
-
-
-def http_app(ingress: Ingress) -> FastAPI:
-    app = FastAPI(title="wxassist", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return await ingress.healthz()
-
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return await ingress.metrics()
-
-    @app.get("/wechat/{account}")
-    async def verify_url(account: str, request: Request) -> Response:
-        return await ingress.verify_url(account, request)
-
-    @app.post("/wechat/{account}")
-    async def callback(account: str, request: Request) -> Response:
-        return await ingress.callback(account, request)
-
-    return app
-
-
-async def _read_capped_body(request: Request, max_bytes: int) -> bytes | None:
-    """The body, or None once it passes ``max_bytes``: never buffer an attacker's 10 MB."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _log_failure(step: str, exc: BaseException) -> None:
-    """The error type at ERROR; the traceback, which may quote message text, only at DEBUG."""
-    logger().error("%s failed: %s", step, type(exc).__name__)
-    logger().debug("%s traceback", step, exc_info=exc)
-
-
-def _unavailable(step: str, exc: BaseException) -> Response:
-    _log_failure(step, exc)
-    return JSONResponse({"error": "Unavailable", "reason": "temporarily unavailable"}, status_code=503)
-
-
-def _rejected(account: str, rejection: Rejection) -> Response:
-    log_event("rejected", account=account[:64], error=rejection.error, status=rejection.http_status)
-    return JSONResponse({"error": rejection.error, "reason": rejection.reason}, status_code=rejection.http_status)
-
-
-# ---- the application builder -----------------------------------------------------------
-
-
-def compose_app(
-    args: Mapping[str, Any] | None = None,
-    deployment_options: Mapping[str, dict[str, Any]] | None = None,
-    *,
-    engine_cls: type | None = None,
-    engine_kwargs: dict[str, Any] | None = None,
-):
-    """Compose the pipeline. ``args`` are non-secret settings overrides (validated here, in
-    the driver, so a typo fails before any replica starts); ``deployment_options`` are
-    Serve options per deployment name, as in a Serve config's ``deployments:`` list;
-    ``engine_cls`` replaces the transformers engine (tests, other backends)."""
-    from ray import serve
-
-    from functions.decrypt.deployment import DecryptServer
-    from functions.encrypt.deployment import EncryptServer
-    from functions.generate.deployment import GenerateServer
-    from functions.intent.deployment import IntentServer
-    from functions.push.deployment import PushServer
-    from functions.retrieve.deployment import RetrieveServer
-
-    overrides = dict(args or {})
-    settings = load_settings(**overrides)
-    options = deployment_options or {}
-
-    def deployment(name: str, cls: type):
-        return serve.deployment(cls, name=name, **options.get(name, {}))
-
-    if settings.pipeline_mode == "fused":  # decrypt, intent and encrypt inside the ingress: no hops
-        decrypt = intent = encrypt = None
-    else:
-        decrypt = deployment("decrypt", DecryptServer).bind(overrides)
-        intent = deployment("intent", IntentServer).bind(overrides)
-        encrypt = deployment("encrypt", EncryptServer).bind(overrides)
-    retrieve = deployment("retrieve", RetrieveServer).bind(overrides)
-    generate = deployment("generate", GenerateServer).bind(engine_cls, engine_kwargs, overrides)
-    push = deployment("push", PushServer).bind(overrides)
-    ingress = deployment("ingress", serve.ingress()(Ingress))
-    return ingress.bind(decrypt, intent, retrieve, generate, encrypt, push, overrides)
-
-
-def build_app(args: dict[str, Any]):
-    """Serve's application-builder entry point (``import_path: serve_app:build_app``)."""
-    return compose_app(args)
-
-
-def read_serve_config(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
-    """(http_options, app args, options by deployment) from a Serve config file, validated
-    with Serve's own schema so ``wxassist up`` and ``serve run`` accept the same files."""
-    config = read_serve_config_file(path)
-    options = config.deployment_options(APP_NAME)
-    return config.schema.http_options.model_dump(exclude_unset=True), dict(config.application(APP_NAME).args or {}), options
-
-
-# ---- the command line ------------------------------------------------------------------
-
-
-THROUGHPUT_FLAGS = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
-# Direct ingress drains an ingress replica for 30 s before it stops, so a load balancer can
-# deregister it; one machine has none, and Ctrl-C took a minute. Clusters set their own.
-# Ray starts its workers at nice 15, below anything else on the machine: beside one busy
-# process at normal priority (a build, a backup) every replica got a few percent of a core and
-# every WeChat delivery timed out (wxassist bench burst beside stress-ng: 200 of 200). The
-# replicas are the service's request path, so they run at normal priority.
-ONE_MACHINE_SERVE_ENV = {**THROUGHPUT_FLAGS, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
-                         "RAY_worker_niceness": "0"}
-
-
-def apply_one_machine_serve_env() -> None:
-    """Before Ray starts (its processes read these once): what one machine runs best with,
-    unless the environment already says otherwise."""
-    for name, value in ONE_MACHINE_SERVE_ENV.items():
-        os.environ.setdefault(name, value)
-
-
-def _cmd_up(opts: argparse.Namespace) -> int:
-    from functions.common.settings import ensure_dev_credentials
-
-    settings = load_settings()
-    home = settings.home_dir()
-    os.environ["WXA_HOME"] = str(home)  # replicas inherit the driver's environment
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Serve's throughput-optimized mode and its haproxy proxy: `wxassist bench pipeline`
-    # measured 1.6x the messages/s of Serve's defaults on 2 cores. Set either to 0 to opt out.
-    apply_one_machine_serve_env()
-    dev_credentials = None
-    if settings.wechat_token is None and settings.environment == "development":
-        dev_credentials, generated = ensure_dev_credentials(home)
-        print(f"{'Generated' if generated else 'Using'} development credentials in {home}/dev-credentials.json")
-    # A bad config file is refused before any model or knowledge base work.
-    http_options, app_args, deployment_options = read_serve_config(Path(opts.config))
-    ensure_model(settings)
-    ensure_sample_knowledge(settings)
-
-    host = opts.host or http_options.get("host", "127.0.0.1")
-    port = opts.port or http_options.get("port", 8000)
-    base_url = f"http://{host}:{port}"
-    emulator = None
-    if dev_credentials is not None and "WXA_WECHAT_API_BASE" not in os.environ:
-        # Development: WeChat is the emulator, so pushed answers land somewhere you can see.
-        emulator = _start_emulator(settings, base_url, opts.emulator_port or port + 1)
-        os.environ["WXA_WECHAT_API_BASE"] = emulator.url
-    import ray
-    from ray import serve
-
-    # Ctrl-C signals the terminal's whole process group. Ray's own processes (GCS, raylet,
-    # workers) would die at once, and the shutdown below could then not reach them: Serve's
-    # haproxy was left running, holding the port. They start ignoring SIGINT (an ignored
-    # signal is inherited), so only this process hears Ctrl-C and stops them in order.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        ray.init(include_dashboard=False, logging_level="WARNING")
-        serve.start(http_options={"host": host, "port": port})
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    app = compose_app({**app_args, "home": str(home)}, deployment_options)
-    serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": opts.log_level})
-    print(f"\nwxassist is up. Callback URL: {base_url}/wechat/default")
-    if emulator is not None:
-        print(f"WeChat emulator (callbacks and the customer-service API): {emulator.url}")
-    if dev_credentials is not None:
-        # Secrets stay in the owner-only file: terminal output ends up in scrollback and CI logs.
-        print(f"Development account: appid {dev_credentials['appid']}; token and EncodingAESKey in "
-              f"{home}/dev-credentials.json (owner-only)")
-    else:
-        account = settings.default_account()
-        print(f"Account 'default': appid {account.appid if account else '?'} (token and key from WXA_WECHAT_*)")
-    chat_hint = f" --emulator {emulator.url}" if emulator is not None and emulator.url != DEFAULT_EMULATOR_URL else ""
-    print(f'Try it from another shell: wxassist chat "你们的退货政策是什么？"{chat_hint}\nCtrl-C stops.')
-    # Supervisors (systemd, Kubernetes, `kill`) stop with SIGTERM, and a shell's background
-    # job ignores SIGINT: both must shut Serve and Ray down, not orphan their processes.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("\nStopping wxassist…")
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        if emulator is not None:
-            emulator.__exit__(None, None, None)
-    return 0
-
-
-def _start_emulator(settings, callback_base: str, port: int):
-    from functions.common.emulator import WeChatEmulator, emulator_app
-    from functions.common.platform_api import BackgroundServer
-
-    emulator = WeChatEmulator(settings.account_map(), callback_base)
-    return BackgroundServer(emulator_app(emulator), port).__enter__()
-
-
-def _cmd_emulate(opts: argparse.Namespace) -> int:
-    import uvicorn
-
-    from functions.common.emulator import WeChatEmulator, emulator_app
-
-    settings = load_settings()
-    if not settings.account_map():
-        raise WxAssistError("no account configured: start `wxassist up` once, or set WXA_WECHAT_*")
-    app = emulator_app(WeChatEmulator(settings.account_map(), opts.target))
-    print(f"WeChat emulator on http://127.0.0.1:{opts.port}, delivering to {opts.target}; point "
-          f"WXA_WECHAT_API_BASE at it so the service pushes here.")
-    uvicorn.run(app, host="127.0.0.1", port=opts.port, log_level="warning")
-    return 0
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def ensure_model(settings) -> None:
-    if settings.model:
-        return  # a store version is restored by the replicas themselves
-    from functions.generate.gguf_import import ensure_demo_model
-
-    if not (settings.model_dir() / "model.safetensors").is_file():
-        print(f"Converting the bundled demo model into {settings.model_dir()} (once, ~30 s)…")
-    ensure_demo_model(settings.model_dir())
-
-
-def _cmd_chat(opts: argparse.Namespace) -> int:
-    """Be a WeChat user: the emulator delivers the message as the platform would and
-    collects what the user receives, passively or pushed."""
-    import httpx
-
-    request = {"user": opts.user, "text": opts.text, "account": opts.account, "safe_mode": not opts.plain}
-    try:
-        response = httpx.post(f"{opts.emulator.rstrip('/')}/_emulator/messages", json=request, timeout=120)
-    except httpx.HTTPError as exc:
-        raise WxAssistError(
-            f"cannot reach the WeChat emulator at {opts.emulator} ({type(exc).__name__}): `wxassist up` starts it "
-            "in development, `wxassist emulate` on its own"
-        ) from exc
-    result = response.json()
-    if "error" in result:
-        raise WxAssistError(result["error"])
-    if opts.json:
-        print(json.dumps(result, ensure_ascii=False))
-        return 0
-    if result["outcome"] == "failed":
-        raise WxAssistError(f"no delivery was answered ({', '.join(result['statuses'])}): is the service running?")
-    for message in result["received"]:
-        prefix = "" if message["channel"] == "passive" else "[客服消息] "
-        print(prefix + message["text"])
-    if not result["received"]:
-        print("(no reply)")
-    print(f"(MsgId {result['msg_id']}: `wxassist trace {result['msg_id']}` shows where its time went)", file=sys.stderr)
-    return 0
-
-
-# The burst's shape, shared by `wxassist bench burst` and the burst test (tests/serve/
-# test_deadlines.py), so the test holds what the bench measures: 200 messages from 50 users in
-# 10 s into two ingress replicas, a stand-in generator at 0.5 s an answer, 4 at a time (its
-# queue outgrows the passive window, so later answers are deferred or pushed).
-BURST_INGRESS_REPLICAS = 2
-BURST_GENERATE_CONCURRENCY = 4
-BURST_ANSWER_S = 0.5
-# The FAQ fast path and the answer cache would answer the burst's one question without
-# generating: off, so the burst measures deliveries against a generator's pace.
-BURST_SETTINGS = {"push_poll_s": 0.2, "wechat_faq_fast_path": False, "wechat_answer_cache": False,
-                  "answerability": "off", "wechat_answer_mode": "generate"}
-
-
-def nothing_left_to_send(settings):
-    """True once the service's store holds no open job and no answer waiting to be pushed:
-    from then on, nothing more can reach a user."""
-    store = open_state_store(settings.state_location(), SystemClock())
-    journal, outbox = JobJournal(store, SystemClock(), recheck_s=settings.job_lease_s), Outbox(store, SystemClock())
-    return lambda: journal.size() == 0 and outbox.backlog() == 0
-
-
-def _cmd_bench_burst(opts: argparse.Namespace) -> int:
-    """WeChat's worst hour in one command: a burst through the emulator into the real
-    pipeline on a private Ray instance, with a paced stand-in for the GPU. Exit status 1
-    when any message was lost or answered twice."""
-    import shutil
-    import tempfile
-
-    import ray
-    from ray import serve
-
-    from functions.common.emulator import WeChatEmulator, emulator_app, run_burst
-    from functions.common.platform_api import BackgroundServer, free_port
-    from functions.common.settings import ensure_dev_credentials
-    from functions.generate.paced_engine import PacedEngine
-
-    home = Path(tempfile.mkdtemp(prefix="wxassist-burst-"))
-    overrides = {"home": str(home), "state_uri": opts.state_uri, **BURST_SETTINGS}
-    settings = load_settings(**overrides)
-    ensure_dev_credentials(home)
-    _, app_args, options = read_serve_config(Path(opts.config))
-    # The paced engine needs no CPU: logical CPUs only, so any machine can run the burst.
-    options = {name: {**o, "ray_actor_options": {"num_cpus": 0}} for name, o in options.items()}
-    options["ingress"]["num_replicas"] = opts.ingress_replicas
-    options["generate"]["max_ongoing_requests"] = opts.generate_concurrency
-    port = free_port()
-    emulator = WeChatEmulator(settings.account_map(), f"http://127.0.0.1:{port}")
-    note = print if not opts.json else lambda *a: print(*a, file=sys.stderr)
-    note(f"burst: {opts.messages} messages from {opts.users} users in {opts.seconds:g} s; "
-         f"{opts.ingress_replicas} ingress replicas; answers take {opts.answer_s:g} s, "
-         f"{opts.generate_concurrency} at a time; state {settings.state_location().split(':')[0]}")
-    try:
-        with open_kb(settings) as kb:  # the FAQ is enough to ground the fixed answer
-            from knowledge import SAMPLE_CORPUS_DIR
-            from knowledge.ingest import ingest
-
-            ingest(kb, [SAMPLE_CORPUS_DIR / "faq.jsonl"])
-        apply_one_machine_serve_env()  # what `wxassist up` runs with
-        ray.init(include_dashboard=False, logging_level="ERROR", num_cpus=2, log_to_driver=False)
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
-        with BackgroundServer(emulator_app(emulator), free_port()) as platform:
-            app = compose_app({**app_args, **overrides, "wechat_api_base": platform.url}, options,
-                              engine_cls=PacedEngine, engine_kwargs={"seconds_per_answer": opts.answer_s})
-            serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": "WARNING"})
-            report = asyncio.run(run_burst(emulator, messages=opts.messages, users=opts.users,
-                                           seconds=opts.seconds, settle_s=opts.settle_s,
-                                           settled=nothing_left_to_send(settings)))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        shutil.rmtree(home, ignore_errors=True)
-    if opts.json:
-        print(json.dumps(report))
-    else:
-        print(f"sent {report['sent']}  delivered {report['delivered']}  duplicates {report['duplicates']}  "
-              f"lost {report['lost']}\npassive share {report['passive_share']:.2f}  "
-              f"p50 {report['p50_s']:.1f} s  p99 {report['p99_s']:.1f} s")
-    exactly_once = report["delivered"] == report["sent"] and not report["duplicates"] and not report["lost"]
-    return 0 if exactly_once else 1
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wxassist", description="Self-hosted AI assistant for WeChat on Ray Serve.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    up = commands.add_parser("up", help="start Ray and Serve locally and serve the callback URL")
-    up.add_argument("--port", type=int, help="HTTP port (default: the Serve config's, 8000)")
-    up.add_argument("--host", help="HTTP host (default: the Serve config's, 127.0.0.1)")
-    up.add_argument("--config", default=str(DEFAULT_SERVE_CONFIG), help="Serve config file (default: deploy/local.yaml)")
-    up.add_argument("--log-level", default="WARNING", help="Serve and replica log level (default: WARNING)")
-    up.add_argument("--emulator-port", type=int, help="the development WeChat emulator's port (default: port + 1)")
-
-    emulate = commands.add_parser("emulate", help="run the WeChat emulator: callbacks out, customer-service API in")
-    emulate.add_argument("--port", type=int, default=8001)
-    emulate.add_argument("--target", default="http://127.0.0.1:8000", help="the service's base URL")
-    emulate.set_defaults(handler=_cmd_emulate)
-    up.set_defaults(handler=_cmd_up)
-
-    chat = commands.add_parser(
-        "chat", help="send one message as WeChat would (5 s per delivery, up to 3 deliveries) and print the reply"
-    )
-    chat.add_argument("text")
-    chat.add_argument("--user", default="wxassist-chat-user", help="the FromUserName (openid) to send as")
-    chat.add_argument("--account", default="default")
-    chat.add_argument("--emulator", default=DEFAULT_EMULATOR_URL, help="the WeChat emulator (started by `wxassist up`)")
-    chat.add_argument("--plain", action="store_true", help="deliver in plain mode (unencrypted)")
-    chat.add_argument("--json", action="store_true")
-    chat.set_defaults(handler=_cmd_chat)
-
-    register_kb_commands(commands)
-    register_eval_command(commands)
-
-    register_model_commands(commands)
-    register_trace_command(commands)
-    register_simulate_command(commands)
-    register_drain_command(commands)
-    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
-    register_generate_bench(bench)
-    register_pipeline_bench(bench)
-    burst = bench.add_parser(
-        "burst", help="a burst through the WeChat emulator: delivered, duplicates, lost, passive share, p50/p99"
-    )
-    burst.add_argument("--messages", type=positive_int, default=200)
-    burst.add_argument("--users", type=positive_int, default=50)
-    burst.add_argument("--seconds", type=float, default=10.0, help="spread the messages over this long")
-    burst.add_argument("--answer-s", type=float, default=BURST_ANSWER_S,
-                       help="seconds the stand-in generator takes per answer")
-    burst.add_argument("--generate-concurrency", type=positive_int, default=BURST_GENERATE_CONCURRENCY,
-                       help="answers generated at once")
-    burst.add_argument("--ingress-replicas", type=positive_int, default=BURST_INGRESS_REPLICAS)
-    burst.add_argument("--state-uri", help="state store (default: a fresh SQLite file); redis://… to scale out")
-    burst.add_argument("--settle-s", type=float, default=90.0, help="how long to wait for pushed answers")
-    burst.add_argument("--config", default=str(DEFAULT_SERVE_CONFIG), help="Serve config the deployments come from")
-    burst.add_argument("--json", action="store_true", help="one JSON object: sent, delivered, duplicates, lost, …")
-    burst.set_defaults(handler=_cmd_bench_burst)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from observability.logs import quiet_libraries
-
-    opts = _parser().parse_args(argv)
-    quiet_libraries()  # before any model loads; replicas inherit it through the environment
-    configure_logging(os.environ.get("WXA_LOG_LEVEL", "WARNING"))
-    try:
-        return opts.handler(opts)
-    except WxAssistError as exc:  # errors become user messages only here, at the edge
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from functions.common.errors import ModelStoreError
-from functions.common.model_store.multipart import FinishedPart, upload_file
-from functions.common.model_store.objects import NO_PROGRESS, Progress
+from functions.model_store.multipart import FinishedPart, upload_file
+from functions.model_store.objects import NO_PROGRESS, Progress
 
 CHECKSUM_WHEN_REQUIRED = {"request_checksum_calculation": "when_required",
                           "response_checksum_validation": "when_required"}

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.common.clock import Clock
-from functions.common.knowledge_base import KnowledgeBase, clip_utf8
+from functions.kb.store import KnowledgeBase, clip_utf8
 from functions.common.text import faq_similarity
 
 COLLECTION_SUFFIX = "_answers"

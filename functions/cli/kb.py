@@ -34,8 +34,8 @@ def ensure_sample_knowledge(settings: Settings) -> None:
 
 
 def open_kb(settings: Settings):
-    from functions.common.embedding import build_embedder
-    from functions.common.knowledge_base import KnowledgeBase
+    from functions.kb.embedding import build_embedder
+    from functions.kb.store import KnowledgeBase
 
     return KnowledgeBase(settings.kb_location(), settings.kb_collection, build_embedder(settings))
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from functions.common.clock import Clock, SystemClock
 from functions.common.errors import ModelStoreError
-from functions.common.model_store.objects import NO_PROGRESS, ObjectStore, Progress
+from functions.model_store.objects import NO_PROGRESS, ObjectStore, Progress
 
 CHUNK_BYTES = 8 * 1024 * 1024
 MANIFEST = "manifest.json"

@@ -67,7 +67,9 @@ class InProcessService:
     def __init__(self, overrides: dict[str, Any]):
         from functions.generate.deployment import GenerateServer
         from functions.retrieve.deployment import RetrieveServer
-        from serve_app import Ingress, InProcessHandle, ensure_model
+        from functions.cli.service import ensure_model
+        from functions.ingress.deployment import Ingress
+        from functions.ingress.handles import InProcessHandle
 
         settings = load_settings(**overrides)
         ensure_model(settings)

@@ -15,12 +15,9 @@ from functions.common.errors import MalformedRequest, SignatureMismatch
 from functions.common.safe_xml import cdata, parse_wechat_xml, text_field
 from functions.common.settings import AccountConfig
 from functions.common.wechat_crypto import MessageCipher, sha1_signature, signature_matches
+from functions.common.wechat_protocol import DELIVERY_ATTEMPTS, DELIVERY_TIMEOUT_S, REDELIVERY_INTERVAL_S  # noqa: F401 - re-exported
 
 MAX_REPLY_BYTES = 1024 * 1024
-# WeChat's delivery timing, shared by the emulator and the service's DeliveryPolicy.
-DELIVERY_ATTEMPTS = 3
-DELIVERY_TIMEOUT_S = 5.0
-REDELIVERY_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from functions.common.errors import ModelStoreError
-from functions.common.model_store.multipart import FinishedPart, upload_file
-from functions.common.model_store.objects import NO_PROGRESS, Progress, copy_stream
+from functions.model_store.multipart import FinishedPart, upload_file
+from functions.model_store.objects import NO_PROGRESS, Progress, copy_stream
 
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
 

@@ -19,15 +19,15 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from functions.common.clock import Clock, TimerClock
 from functions.common.continuation import ContinuationStore
 from functions.common.job_journal import JobJournal
 from functions.common.ledger import Claim, ClaimLedger, LedgerEntry
 from functions.common.outbox import Outbox, OutboxItem
-from functions.common.platform import DELIVERY_ATTEMPTS, DELIVERY_TIMEOUT_S, REDELIVERY_INTERVAL_S
-from functions.common.records import InboundMessage, Reply
+from functions.common.wechat_protocol import DELIVERY_ATTEMPTS, DELIVERY_TIMEOUT_S, REDELIVERY_INTERVAL_S
+from functions.common.records import InboundMessage, Outcome, Reply
 
 logger = logging.getLogger("wxassist.delivery")
 RECORD_ATTEMPTS = 8
@@ -62,25 +62,6 @@ class DeliveryPolicy:
         """Tokens that still fit before the last passive window closes, within [min, max]."""
         left_s = self.passive_deadline_s(first_seen_s) - now_s - self.overhead_s
         return max(self.min_new_tokens, min(max_new_tokens, int(left_s * self.tokens_per_s)))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one delivery answers: the passive reply, ``success`` (the answer will be pushed,
-    or there is nothing to say), or "not yet" (a 503, so WeChat delivers again)."""
-
-    kind: Literal["passive", "success", "not_yet"]
-    reply: Reply | None = None
-    deliveries: int = 1
-    first_trace: str = ""  # a retry: the first delivery's traceparent, to link to
-    # A passive reply counted as served by this delivery: what ``retract`` takes back if the
-    # reply never left (the handler was cancelled before returning it).
-    delivery_id: str = ""
-    last: bool = False  # no delivery follows this one
-
-    @property
-    def passive_reply(self) -> bool:
-        return self.kind == "passive" and self.reply is not None
 
 
 # (message, max_new_tokens, deadline_s or None) -> the reply

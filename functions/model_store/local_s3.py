@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from functions.common.errors import ModelStoreError
-from functions.common.platform_api import free_port
+from functions.common.net import free_port
 
 # Every port weed mini would otherwise take at a fixed default: two servers (or a stray
 # developer's) on one machine must not collide.
@@ -88,7 +88,7 @@ class LocalS3Server:
                 self._process.wait()
 
     def boto3_client(self):
-        from functions.common.model_store.s3 import s3_client
+        from functions.model_store.s3 import s3_client
 
         return s3_client(endpoint=self.endpoint, region="us-east-1", access_key=self.access_key,
                          secret_key=self.secret_key)

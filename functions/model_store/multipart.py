@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from functions.common.model_store.objects import Progress
+from functions.model_store.objects import Progress
 
 PART_WORKERS = 4  # parts in flight at once; each holds one part in memory
 

@@ -23,8 +23,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from functions.common.clock import Clock, SystemClock
-from functions.common.platform import PlatformSimulator, reply_text, text_message_xml
-from functions.common.platform_api import Delivered, PlatformState, platform_api_app
+from functions.emulator.platform import PlatformSimulator, reply_text, text_message_xml
+from functions.emulator.platform_api import Delivered, PlatformState, platform_api_app
 from functions.common.settings import AccountConfig
 
 PUSH_POLL_S = 0.2

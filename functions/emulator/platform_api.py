@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -204,13 +203,6 @@ def platform_api_app(state: PlatformState) -> FastAPI:
         return await send(request, access_token)
 
     return app
-
-
-def free_port() -> int:
-    """A port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class BackgroundServer:

@@ -35,7 +35,7 @@ QUESTION = "讲个笑话"
 
 def _callbacks(account, count: int) -> list[tuple[dict[str, str], bytes]]:
     from functions.common.clock import SystemClock
-    from functions.common.platform import PlatformSimulator, text_message_xml
+    from functions.emulator.platform import PlatformSimulator, text_message_xml
 
     platform = PlatformSimulator(account, SystemClock())
     prepared = []
@@ -93,10 +93,11 @@ def measure(*, messages: int, concurrency: int, modes: tuple[str, ...],
     import ray
     from ray import serve
 
-    from functions.common.platform_api import free_port
+    from functions.common.net import free_port
     from functions.common.settings import ensure_dev_credentials, load_settings
     from functions.generate.paced_engine import PacedEngine
-    from serve_app import APP_NAME, DEFAULT_SERVE_CONFIG, THROUGHPUT_FLAGS, apply_one_machine_serve_env, compose_app, \
+    from functions.cli.service import THROUGHPUT_FLAGS, apply_one_machine_serve_env
+    from serve_app import APP_NAME, DEFAULT_SERVE_CONFIG, compose_app, \
         read_serve_config
 
     home = Path(tempfile.mkdtemp(prefix="wxassist-pipeline-"))
@@ -148,7 +149,7 @@ def _inprocess(overrides, engine, account, messages: int, concurrency: int) -> d
     replicas are processes of their own), behind the same HTTP server, hit by the same client."""
     import multiprocessing
 
-    from functions.common.platform_api import free_port
+    from functions.common.net import free_port
 
     home = Path(overrides["home"]) / "inprocess"
     _share_credentials(Path(overrides["home"]), home)
@@ -180,7 +181,9 @@ def _serve_inprocess(settings_overrides, engine, port: int, ready) -> None:
 
     from functions.generate.deployment import GenerateServer
     from functions.retrieve.deployment import RetrieveServer
-    from serve_app import InProcessHandle, Ingress, http_app
+    from functions.ingress.deployment import Ingress
+    from functions.ingress.handles import InProcessHandle
+    from functions.ingress.http import http_app
 
     class NoPush:
         def ready(self) -> bool:
