@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import re
 import time
 from typing import Any
 
@@ -16,14 +15,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from functions.common.clock import Clock, SystemClock
-from functions.common.continuation import ContinuationStore, continued_text, is_continue_request
-from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow, Overflow, PushOverflow
+from functions.common.continuation import ContinuationStore, is_continue_request
+from functions.ingress.conversation import Admission, ContinueTexts, Conversation, OutboxGate, retrieval_query
+from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy
+from functions.ingress.overflow import HeldOverflow, Overflow, PushOverflow
 from functions.common.ledger import ClaimLedger, dedupe_digest
 from functions.common.job_journal import JobJournal
 from functions.common.limits import LimitPolicy, RateLimiter
 from functions.common.memory import ConversationMemory
 from functions.common.outbox import Outbox
-from functions.common.records import Answer, InboundMessage, Intent, Outcome, Rejection, Reply, Route, Turn
+from functions.common.records import Answer, InboundMessage, Intent, Outcome, Rejection, Reply, Route
 from functions.common.settings import load_settings
 from functions.common.state import open_state_store
 from functions.encrypt.core import NO_REPLY
@@ -66,16 +67,10 @@ class Ingress(ReportsSpans):
         store = open_state_store(settings.state_location(), clock)
         self._telemetry = MessageTelemetry(store, clock)
         self._metrics_publisher = metrics.replica_publisher("ingress", settings, store)  # other ingress replicas serve it too
-        self._continuations = ContinuationStore(
-            store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=PENDING_STALE_S
-        )
-        self._limiter = RateLimiter(store, clock, LimitPolicy(
+        continuations = ContinuationStore(store, clock, ttl_s=settings.continuation_ttl_s, pending_stale_s=PENDING_STALE_S)
+        self._admission = Admission(RateLimiter(store, clock, LimitPolicy(
             settings.user_burst, settings.user_per_min, settings.account_burst, settings.account_per_s
-        ))
-        self._limited_text = {"user": settings.limited_user_text, "account": settings.limited_account_text}
-        self._memory = ConversationMemory(
-            store, clock, ttl_s=settings.memory_ttl_s, max_turns=settings.memory_max_turns
-        )
+        )), {"user": settings.limited_user_text, "account": settings.limited_account_text})
         self._answer_modes = AnswerModes({name: account.answer_mode for name, account in settings.account_map().items()},
                                          lambda: untraced(self._generate).describe.remote(), clock)
         self._quote_intro = settings.quote_intro
@@ -83,12 +78,11 @@ class Ingress(ReportsSpans):
         self._cache_accounts = {name for name, account in settings.account_map().items()
                                 if account.answer_cache and settings.answer_cache}
         self._passive_only = {name for name, account in settings.account_map().items() if account.strategy == "passive-only"}
-        self._outbox = Outbox(store, clock)
-        self._outbox_max_pending = settings.outbox_max_pending
+        outbox = Outbox(store, clock)
+        self._outbox_gate = OutboxGate(outbox, self._passive_only, settings.outbox_max_pending)
         self._outbox_full_text = settings.outbox_full_text
-        self._backlog_seen = (0, -1.0)  # (backlog, time.monotonic() it was read): read at most once a second
-        pushed = PushOverflow(self._outbox, clock, trace_carrier=current_traceparent)
-        held = HeldOverflow(self._continuations, self._pending_reply)
+        pushed = PushOverflow(outbox, clock, trace_carrier=current_traceparent)
+        held = HeldOverflow(continuations, lambda message: self._conversation.pending_reply(message))
 
         def overflow(account: str) -> Overflow:
             return held if account in self._passive_only else pushed
@@ -136,10 +130,11 @@ class Ingress(ReportsSpans):
         self._recovery: asyncio.Task | None = None  # the journal watch (recover_orphans), once started
         self._recovery_every_s = settings.job_lease_s / 3
         self._continue_keyword = settings.continue_keyword
-        self._continue_hint = settings.continue_hint_text
-        self._continue_pending_text = settings.continue_pending_text
-        self._continue_empty_text = settings.continue_empty_text
-        self._continue_wait_s = settings.continue_wait_s
+        self._conversation = Conversation(
+            ConversationMemory(store, clock, ttl_s=settings.memory_ttl_s, max_turns=settings.memory_max_turns),
+            continuations, self._encrypt, ContinueTexts(settings.continue_hint_text, settings.continue_pending_text,
+                                                        settings.continue_empty_text, settings.continue_wait_s),
+        )
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve builds the HTTP app in the replica, after ``__init__``; routes are closures
@@ -294,20 +289,20 @@ class Ingress(ReportsSpans):
         if message.content and len(message.content) > self._max_question_chars:  # before anything reads it
             message = dataclasses.replace(message, content=message.content[: self._max_question_chars])
         try:
-            refused = await self._over_limit(message)
+            refused = await self._admission.refusal(message)
             if refused is not None:
                 details["route"] = "limited"
                 return await self._encrypt.text_reply.remote(message, refused), details
-            if await self._outbox_full(message):
+            if await self._outbox_gate.full(message):
                 details["route"] = "outbox_full"
                 return await self._encrypt.text_reply.remote(message, self._outbox_full_text), details
             if message.account in self._passive_only and is_continue_request(message, self._continue_keyword):
                 details["route"] = "continue"
-                return await self._continue(message), details
+                return await self._conversation.next_part(message), details
             intent = await self._intent.classify.remote(message)
             details["route"] = intent.route.value
             if intent.forget_user:
-                await self._forget(message, intent)
+                await self._conversation.forget(message, intent)
             if intent.route is Route.IGNORE:
                 return NO_REPLY, details
             if intent.route is Route.HANDOFF and self._handoff_transfer:
@@ -332,7 +327,7 @@ class Ingress(ReportsSpans):
     ) -> Reply:
         """A knowledge question or small talk: from the FAQ, the answer cache or the model."""
         question = intent.query or ""
-        history = await self._recall(message)
+        history = await self._conversation.recall(message)
         details["turns"] = len(history)
         # Knowledge answers only; a follow-up's answer depends on the conversation: not served
         # from, or put in, the cache.
@@ -346,7 +341,7 @@ class Ingress(ReportsSpans):
             )
             if found.answer:  # curated or cached: no GPU time
                 details.update(grounding=found.kind, answer_source=found.kind, documents=list(found.documents))
-                await self._remember(message, question, found.answer)
+                await self._conversation.remember(message, question, found.answer)
                 return await self._encrypt.text_reply.remote(message, found.answer, found.sources)
             passages, quote = list(found.passages), found.quote
             details.update(passages=len(passages), answerable_p=found.confidence)
@@ -386,7 +381,7 @@ class Ingress(ReportsSpans):
     async def _answer_reply(self, message: InboundMessage, question: str, answer, passages: list, cache: bool) -> Reply:
         if not answer.text:
             return await self._encrypt.text_reply.remote(message, self._no_answer_text)
-        await self._remember(message, question, answer.text)
+        await self._conversation.remember(message, question, answer.text)
         if cache and answer.grounding == "generated":  # a quote costs nothing to make again
             self._in_background(self._retrieve.remember_answer.remote(
                 message.account, question, answer.text, answer.sources, passages
@@ -409,7 +404,7 @@ class Ingress(ReportsSpans):
         job_id = "deferred-" + dedupe_digest(message.dedupe_key)
         held = message.account in self._passive_only
         if held:  # a "继续" meanwhile waits for it instead of finding nothing
-            await asyncio.to_thread(self._continuations.expect, message, job_id)
+            await self._conversation.expect_part(message, job_id)
         audit_event("deferred", account=message.account, user=hashed_user(message.from_user), msg_id=message.msg_id)
         self._in_background(self._answer_later(message, job_id, question, passages, history, cache, quote))
         return await self._encrypt.text_reply.remote(message, self._busy_text["held" if held else "push"])
@@ -459,92 +454,6 @@ class Ingress(ReportsSpans):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _outbox_full(self, message: InboundMessage) -> bool:
-        """Past ``outbox_max_pending`` answers waiting to be pushed, a push account's new
-        question gets a "too busy, ask again" reply and no job. Answers already promised are
-        never refused the outbox; a store outage refuses nothing."""
-        if message.account in self._passive_only or message.msg_type == "event":
-            return False
-        backlog, read_at = self._backlog_seen
-        if time.monotonic() - read_at > 1.0 or read_at < 0:
-            try:
-                backlog = await asyncio.to_thread(self._outbox.backlog)
-            except Exception as exc:  # a store outage refuses nothing, and is not asked again at once
-                log_failure("outbox backlog", exc)
-                backlog = 0
-            self._backlog_seen = (backlog, time.monotonic())
-        if backlog < self._outbox_max_pending:
-            return False
-        metrics.OUTBOX_REFUSALS.inc()
-        audit_event("outbox_full", account=message.account, backlog=backlog, msg_id=message.msg_id)
-        return True
-
-    async def _over_limit(self, message: InboundMessage) -> str | None:
-        """The friendly refusal for a user or account over its rate limit; None to go on.
-        Events are not limited (WeChat sends them, not the user's typing)."""
-        if message.msg_type == "event":
-            return None
-        try:
-            admission = await asyncio.to_thread(self._limiter.admit, message)
-        except Exception as exc:  # limits protect the GPU; a store outage must not silence users
-            log_failure("rate limit", exc)
-            return None
-        if admission.allowed:
-            return None
-        audit_event("limited", scope=admission.scope, retry_after_s=round(admission.retry_after_s, 1),
-                    account=message.account, user=hashed_user(message.from_user), msg_id=message.msg_id)
-        return self._limited_text[admission.scope]
-
-    async def _recall(self, message: InboundMessage) -> tuple[Turn, ...]:
-        try:
-            return await asyncio.to_thread(self._memory.recall, message)
-        except Exception as exc:  # an answer without context beats no answer
-            log_failure("recall", exc)
-            return ()
-
-    async def _remember(self, message: InboundMessage, question: str, answer: str) -> None:
-        try:
-            await asyncio.to_thread(self._memory.remember, message, question, answer)
-        except Exception as exc:
-            log_failure("remember", exc)
-
-    async def _forget(self, message: InboundMessage, intent: Intent) -> None:
-        """/reset clears the conversation; unsubscribing also drops answers held for 继续."""
-        await asyncio.to_thread(self._memory.forget, message)
-        if intent.route is Route.IGNORE:
-            await asyncio.to_thread(self._continuations.forget, message)
-        log_event("forgotten", account=message.account, user=hashed_user(message.from_user), reason=intent.reason)
-
-    async def _continue(self, message: InboundMessage) -> Reply:
-        """"继续" on a passive-only account: the next held part, waiting a while for an answer
-        still being prepared (within this message's own delivery windows)."""
-        give_up_at = time.monotonic() + self._continue_wait_s
-        part = await asyncio.to_thread(self._continuations.take, message)
-        while part.kind == "pending" and time.monotonic() < give_up_at:
-            await asyncio.sleep(0.25)
-            part = await asyncio.to_thread(self._continuations.take, message)
-        if part.kind == "part":
-            return await self._encrypt.part_reply.remote(message, continued_text(part, self._continue_hint))
-        text = self._continue_pending_text if part.kind == "pending" else self._continue_empty_text
-        return await self._encrypt.text_reply.remote(message, text)
-
-    async def _pending_reply(self, message: InboundMessage) -> Reply:
-        """What a passive-only account's last delivery says while the answer is still coming."""
-        return await self._encrypt.text_reply.remote(message, self._continue_pending_text)
-
-
-FOLLOW_UP = re.compile(r"^(那|那么|还有|另外|它|他|她|这个|那个|这|那些|这些|and\b|what about)|呢[？?]?$", re.IGNORECASE)
-
-
 def _answer_source(answer: Answer) -> str:
     """How the model's answer reached the user: its own text, or the quote that replaced it."""
     return {"generated": "model", "none": "model", "extractive": "extract"}.get(answer.grounding, "not_found")
-
-
-def retrieval_query(question: str, history: tuple[Turn, ...], short_chars: int = 12) -> str:
-    """A short follow-up ("那运费呢？", "它多少钱") names too little to retrieve by: it is
-    searched together with the question before it. Standalone questions are searched as asked."""
-    bare = question.strip()
-    if not history or len(bare) >= short_chars or not FOLLOW_UP.search(bare):
-        return question
-    return f"{history[-1].question} {question}"

@@ -15,7 +15,8 @@ from functions.common.continuation import (
     hint_reserve_bytes,
     is_continue_request,
 )
-from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy, HeldOverflow
+from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy
+from functions.ingress.overflow import HeldOverflow
 from functions.common.ledger import ClaimLedger
 from functions.common.records import InboundMessage, Reply
 from functions.common.state import SQLiteStateStore

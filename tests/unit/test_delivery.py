@@ -10,7 +10,8 @@ import asyncio
 import pytest
 
 from functions.common.clock import ManualClock
-from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy, PushOverflow
+from functions.ingress.delivery import DeliveryCoordinator, DeliveryPolicy
+from functions.ingress.overflow import PushOverflow
 from functions.common.job_journal import JobJournal
 from functions.common.ledger import ClaimLedger
 from functions.common.outbox import PENDING_QUEUE, Outbox

@@ -163,7 +163,7 @@ def test_a_thousand_users_never_see_each_others_canaries(home):
     ],
 )
 def test_only_a_short_follow_up_is_searched_with_the_question_before_it(question, searched):
-    from functions.ingress.deployment import retrieval_query
+    from functions.ingress.conversation import retrieval_query
 
     assert retrieval_query(question, (Turn("退货政策是什么？", "七天。"),)) == searched
     assert retrieval_query(question, ()) == question
