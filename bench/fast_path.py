@@ -76,7 +76,7 @@ async def run(home: Path) -> list[tuple[str, str, float]]:
         message = InboundMessage("default", "gh", f"bench-user-{number}", int(time.time()), "text",
                                  msg_id=str(number), content=question)
         started = time.perf_counter()
-        _, details = await ingress._answer(message, settings.max_new_tokens)
+        _, details = await ingress.stages.router.route(message, settings.max_new_tokens)
         results.append((question, kind_of(details), time.perf_counter() - started))
         await asyncio.sleep(0.2)  # let the answer reach the cache, as between real users
     return results

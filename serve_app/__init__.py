@@ -14,11 +14,11 @@ from typing import Any
 
 from functions.common.serve_config import APP_NAME, read_serve_config_file
 from functions.common.settings import load_settings
+from functions.ingress.assembly import assemble_ingress
 from functions.ingress.deployment import Ingress
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_SERVE_CONFIG = REPO_DIR / "deploy" / "local.yaml"
-
 
 
 def compose_app(
@@ -58,7 +58,9 @@ def compose_app(
     generate = deployment("generate", GenerateServer).bind(engine_cls, engine_kwargs, overrides)
     push = deployment("push", PushServer).bind(overrides)
     ingress = deployment("ingress", serve.ingress()(Ingress))
-    return ingress.bind(decrypt, intent, retrieve, generate, encrypt, push, overrides)
+    # Each ingress replica builds its collaborators with the assembly bound here (state stores
+    # and tasks cannot travel to a replica; a function can).
+    return ingress.bind(decrypt, intent, retrieve, generate, encrypt, push, overrides, None, assemble_ingress)
 
 
 def build_app(args: dict[str, Any]):

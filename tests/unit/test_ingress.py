@@ -14,7 +14,8 @@ from functions.decrypt.deployment import DecryptServer
 from functions.encrypt.deployment import EncryptServer
 from functions.generate.deployment import GenerateServer
 from functions.intent.deployment import IntentServer
-from functions.ingress.deployment import GENERATE_ATTEMPTS, Ingress
+from functions.ingress.answering import GENERATE_ATTEMPTS
+from functions.ingress.deployment import Ingress
 from functions.ingress.http import http_app
 from tests.fakes import EchoEngine
 from tests.unit.ingress_stack import (POLICY, Broken, FailsFirst, InProcessHandle, ReadyOnly, RetrieveFromList, make_client,
