@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +40,20 @@ class EchoEngine:
         text = self.answer[:max_new_tokens]
         prompt_tokens = sum(len(message["content"]) for message in messages)
         return Completion(text, prompt_tokens, len(text), truncated=len(self.answer) > max_new_tokens)
+
+
+class GatedEngine(EchoEngine):
+    """Answers once its gate (a ``threading.Event`` the test holds) opens: a request stays at the
+    engine for as long as a test needs, however busy the machine is."""
+
+    def __init__(self, answer: str = "七天无理由退货。", gate: threading.Event | None = None):
+        super().__init__(answer=answer)
+        self.gate = gate or threading.Event()
+
+    def complete(self, messages: Sequence[Message], max_new_tokens: int) -> Completion:
+        if not self.gate.wait(120):
+            raise TimeoutError("the test never opened the engine's gate")
+        return super().complete(messages, max_new_tokens)
 
 
 class ListSearch:

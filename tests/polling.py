@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0, what: str = "the condition",
+def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "the condition",
              poll_s: float = 0.02) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():

@@ -10,6 +10,7 @@ import pytest
 
 from functions.common.errors import ModelError
 from functions.generate.batching_engine import ContinuousBatchingEngine
+from tests.polling import wait_for
 from tests.fakes import demo_model_dir
 
 
@@ -43,7 +44,7 @@ def test_a_short_request_leaves_the_batch_before_a_long_one_ends(engine):
 
     with ThreadPoolExecutor(2) as pool:
         long_one = pool.submit(timed, "long", 48)
-        time.sleep(0.2)  # the long one is already generating when the short one joins
+        wait_for(lambda: len(engine._waiting) == 1, what="the long one at the engine")  # it is generating when the short one joins
         short_one = pool.submit(timed, "short", 2)
         short_one.result()
         assert "long" not in finished  # the short answer came back while the long one still ran

@@ -225,7 +225,8 @@ def test_killing_the_push_worker_process_mid_send_delivers_each_answer_once(tmp_
         restarted = subprocess.Popen(command, cwd=REPO, env=env)
         try:
             wait_for(lambda: len(state.received("o-user")) == 3, timeout_s=60)
-            time.sleep(1.5)  # a duplicate would arrive now
+            # Nothing left to send: a duplicate could only have come before this.
+            wait_for(lambda: outbox.backlog() == 0 and outbox.dead_letters() == 1, timeout_s=60)
         finally:
             restarted.kill()
             restarted.wait()

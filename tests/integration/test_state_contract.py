@@ -9,8 +9,10 @@ import uuid
 
 import pytest
 
+from functions.common.clock import FixedClock
 from functions.common.errors import ConfigurationError
 from functions.common.state import open_state_store
+from tests.polling import wait_for
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -24,6 +26,27 @@ def store_uri(request, tmp_path) -> str:
 def store(store_uri):
     opened = open_state_store(store_uri)
     yield opened
+    opened.close()
+
+
+@pytest.fixture
+def expiring(store_uri):
+    """(store, ttl_s, expire): short-lived values, and ``expire(key)`` returning once such a key
+    has expired. SQLite expires on the injected clock, so no time passes; Redis expires on its
+    server's clock, so the test waits for it, with a TTL no pause of a loaded machine outlasts
+    between two statements."""
+    if store_uri.startswith("sqlite://"):
+        clock = FixedClock(1_000_000.0)
+        opened, ttl_s = open_state_store(store_uri, clock), 30.0
+
+        def expire(k: str) -> None:
+            clock.advance(ttl_s + 1)
+    else:
+        opened, ttl_s = open_state_store(store_uri), 2.0
+
+        def expire(k: str) -> None:
+            wait_for(lambda: opened.get(k) is None, what="the key's expiry")
+    yield opened, ttl_s, expire
     opened.close()
 
 
@@ -55,25 +78,29 @@ def test_get_many_reads_live_keys_in_one_call(store):
     assert set(store.get_many(many)) == set(many[::100])
 
 
-def test_values_expire(store):
-    k = key()
-    store.set(k, "v", ttl_s=0.2)
+def test_values_expire(expiring):
+    store, ttl_s, expire = expiring
+    k, lasting = key(), key()
+    store.set(k, "v", ttl_s=ttl_s)
+    store.set(lasting, "v", ttl_s=ttl_s * 1000)
     assert store.get(k) == "v"
-    time.sleep(0.35)
-    assert store.get(k) is None
+    expire(k)
+    assert store.get(k) is None and store.get(lasting) == "v"
 
 
-def test_set_if_absent_is_exclusive_until_expiry(store):
+def test_set_if_absent_is_exclusive_until_expiry(expiring):
+    store, ttl_s, expire = expiring
     k = key()
-    assert store.set_if_absent(k, "first", ttl_s=0.3)
-    assert not store.set_if_absent(k, "second", ttl_s=0.3)
+    assert store.set_if_absent(k, "first", ttl_s=ttl_s)
+    assert not store.set_if_absent(k, "second", ttl_s=ttl_s)
     assert store.get(k) == "first"
-    time.sleep(0.45)
-    assert store.set_if_absent(k, "third", ttl_s=30)  # an expired claim is free again
+    expire(k)
+    assert store.set_if_absent(k, "third", ttl_s=ttl_s * 1000)  # an expired claim is free again
     assert store.get(k) == "third"
 
 
-def test_compare_and_set(store):
+def test_compare_and_set(expiring):
+    store, ttl_s, expire = expiring
     k = key()
     assert not store.compare_and_set(k, "anything", "x", ttl_s=30)  # absent
     store.set(k, "a", ttl_s=30)
@@ -81,8 +108,8 @@ def test_compare_and_set(store):
     assert store.get(k) == "a"
     assert store.compare_and_set(k, "a", "c", ttl_s=30)
     assert store.get(k) == "c"
-    store.set(k, "short", ttl_s=0.2)
-    time.sleep(0.35)
+    store.set(k, "short", ttl_s=ttl_s)
+    expire(k)
     assert not store.compare_and_set(k, "short", "late", ttl_s=30)  # expired values never match
 
 
@@ -104,8 +131,9 @@ def test_one_winner_among_racing_threads(store):
     assert len(wins) == 1 and store.get(k) == wins[0]
 
 
-def _claim_in_process(uri: str, k: str, name: str, start, results) -> None:
+def _claim_in_process(uri: str, k: str, name: str, ready, start, results) -> None:
     store = open_state_store(uri)
+    ready.put(name)
     start.wait()
     results.put((name, store.set_if_absent(k, name, ttl_s=30)))
     store.close()
@@ -114,11 +142,13 @@ def _claim_in_process(uri: str, k: str, name: str, start, results) -> None:
 def test_one_winner_among_racing_processes(store_uri):
     """Replicas are processes: the claim must hold across them (SQLite via BEGIN IMMEDIATE)."""
     context = multiprocessing.get_context("spawn")
-    k, start, results = key(), context.Event(), context.Queue()
-    workers = [context.Process(target=_claim_in_process, args=(store_uri, k, f"p{i}", start, results)) for i in range(4)]
+    k, ready, start, results = key(), context.Queue(), context.Event(), context.Queue()
+    workers = [context.Process(target=_claim_in_process, args=(store_uri, k, f"p{i}", ready, start, results))
+               for i in range(4)]
     for worker in workers:
         worker.start()
-    time.sleep(1.0)  # let every process open the store before the race starts
+    for _ in workers:  # every process has opened the store: the race starts on one signal
+        ready.get(timeout=120)
     start.set()
     outcomes = [results.get(timeout=60) for _ in workers]
     for worker in workers:
@@ -180,7 +210,8 @@ def test_racing_workers_never_lease_the_same_item(store):
     assert sorted(taken) == sorted(f"item-{index}" for index in range(40))  # each exactly once
 
 
-def _open_and_write(path: str, name: str, start, results) -> None:
+def _open_and_write(path: str, name: str, ready, start, results) -> None:
+    ready.put(name)
     start.wait()
     try:
         store = open_state_store(f"sqlite://{path}")
@@ -194,12 +225,13 @@ def _open_and_write(path: str, name: str, start, results) -> None:
 def test_replicas_opening_a_fresh_sqlite_store_together_all_succeed(tmp_path):
     """Replicas start together and race to create the file and switch it to WAL."""
     context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
+    ready, start, results = context.Queue(), context.Event(), context.Queue()
     path = str(tmp_path / "fresh" / "state.db")
-    workers = [context.Process(target=_open_and_write, args=(path, f"r{i}", start, results)) for i in range(12)]
+    workers = [context.Process(target=_open_and_write, args=(path, f"r{i}", ready, start, results)) for i in range(12)]
     for worker in workers:
         worker.start()
-    time.sleep(1.0)
+    for _ in workers:  # every process is up (imports done) before any opens the file
+        ready.get(timeout=120)
     start.set()
     outcomes = [results.get(timeout=60) for _ in workers]
     for worker in workers:

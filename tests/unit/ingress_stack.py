@@ -121,7 +121,17 @@ def make_client(home, *, engine_answer="青禾家居支持7天无理由退货。
         overrides,
     )
     asyncio.run(ingress.warm_up())  # what Serve does before routing traffic to the ingress
-    return serving(http_app(ingress))
+    client = serving(http_app(ingress))
+    client.ingress = ingress
+    return client
+
+
+def settle(client) -> None:
+    """Wait until the ingress's background work (remembering an answer, a deferred answer)
+    is done, so what it would have done has been done: a negative check then means it."""
+    from tests.polling import wait_for
+
+    wait_for(lambda: not client.ingress.stages.background.tasks, what="the ingress's background work")
 
 
 def post(client, home, xml: str):

@@ -12,7 +12,7 @@ from functions.common.text import faq_similarity
 from functions.generate.deployment import GenerateServer
 from functions.retrieve.faq import FaqMatcher
 from tests.fakes import EchoEngine, ListSearch
-from tests.unit.ingress_stack import POLICY, RetrieveFromList, make_client, post
+from tests.unit.ingress_stack import POLICY, RetrieveFromList, make_client, post, settle
 
 
 def faq(index: int, question: str, answer: str, doc: str = "faq") -> Passage:
@@ -104,15 +104,12 @@ def test_only_grounded_first_turn_answers_are_offered_to_the_answer_cache(home):
     client = make_client(home, retrieve=retrieve)
     ask(client, home, "退货政策是什么", "11")
     ask(client, home, "7天无理由退货怎么申请？", "12")  # a second turn: shaped by the first
-    deadline = time.monotonic() + 5
-    while not retrieve.remembered and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    settle(client)
     assert [question for _, question, _ in retrieve.remembered] == ["退货政策是什么"]
 
     no_cache = RetrieveFromList([POLICY])
     without = make_client(home, retrieve=no_cache, overrides={"wechat_answer_cache": False})
     xml = text_message_xml(to_user="gh", from_user="o-other", content="退货政策是什么", msg_id="13", create_time=int(time.time()))
     post(without, home, xml)
-    time.sleep(0.3)
+    settle(without)
     assert no_cache.remembered == []

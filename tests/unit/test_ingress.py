@@ -6,8 +6,10 @@ import threading
 import time
 
 from functions.common.clock import SystemClock
+from functions.common.ledger import ClaimLedger
 from functions.common.outbox import PENDING_QUEUE, OutboxItem
 from functions.emulator.platform import PlatformSimulator, event_message_xml, reply_text, text_message_xml
+from functions.common.records import InboundMessage
 from functions.common.settings import Settings
 from functions.common.state import SQLiteStateStore
 from functions.decrypt.deployment import DecryptServer
@@ -17,7 +19,8 @@ from functions.intent.deployment import IntentServer
 from functions.ingress.answering import GENERATE_ATTEMPTS
 from functions.ingress.deployment import Ingress
 from functions.ingress.http import http_app
-from tests.fakes import EchoEngine
+from tests.fakes import EchoEngine, GatedEngine
+from tests.polling import wait_for
 from tests.unit.ingress_stack import (POLICY, Broken, FailsFirst, InProcessHandle, ReadyOnly, RetrieveFromList, make_client,
                                      post, queue_full, replica_lost, serving)
 
@@ -106,8 +109,11 @@ def test_a_retry_attaches_to_the_job_in_flight_and_a_late_one_is_served_again(ho
     assert len(generate._core._engine.calls) == 1  # one job for three deliveries
 
 
-def slow_client(home, *, job_s: float, window_s: float):
-    generate = GenerateServer(engine_cls=SlowEngine, engine_kwargs={"seconds": job_s}, settings_overrides={"home": str(home)})
+def slow_client(home, *, window_s: float):
+    """The ingress with a generate whose answer waits for the test's gate."""
+    gate = threading.Event()
+    generate = GenerateServer(engine_cls=GatedEngine, engine_kwargs={"answer": "青禾家居支持7天无理由退货。", "gate": gate},
+                              settings_overrides={"home": str(home)})
     overrides = {"home": str(home), "delivery_window_s": window_s}
     ingress = Ingress(
         InProcessHandle(DecryptServer(overrides)),
@@ -118,28 +124,37 @@ def slow_client(home, *, job_s: float, window_s: float):
         InProcessHandle(ReadyOnly()),
         overrides,
     )
-    return serving(http_app(ingress)), generate, ingress
+    return serving(http_app(ingress)), generate, gate
+
+
+def answered(home, msg_id: str = "7") -> bool:
+    """The message's job has recorded its answer in the ledger."""
+    ledger = ClaimLedger(SQLiteStateStore(home / "state.db"), SystemClock(), ttl_s=3600, job_lease_s=60)
+    entry = ledger.lookup(InboundMessage("default", "gh", "o-user", 0, "text", msg_id=msg_id).dedupe_key)
+    return entry is not None and entry.state == "done"
 
 
 def test_deliveries_that_outlive_their_window_ask_wechat_to_deliver_again(home):
-    client, generate, _ = slow_client(home, job_s=1.5, window_s=0.5)
+    client, generate, gate = slow_client(home, window_s=0.5)
     xml = text("退货政策是什么")
     first, second = deliver_concurrently(client, home, xml, count=2, gap_s=0.2)
     assert first.status_code == second.status_code == 503  # not an empty 200: that stops WeChat
     assert first.json()["error"] == "InProgress"
-    time.sleep(1.2)  # the job finishes; WeChat's next delivery gets the answer passively
+    gate.set()  # the job finishes; WeChat's next delivery gets the answer passively
+    wait_for(lambda: answered(home))
     third, = deliver_concurrently(client, home, xml, count=1, gap_s=0)
     assert third.status_code == 200 and "7天无理由退货" in reply_text(open_with(home, third))
     assert len(generate._core._engine.calls) == 1
 
 
 def test_the_last_delivery_hands_the_answer_to_the_outbox(home):
-    client, generate, ingress = slow_client(home, job_s=2.0, window_s=0.3)
+    client, generate, gate = slow_client(home, window_s=0.3)
     responses = deliver_concurrently(client, home, text("退货政策是什么"), count=3, gap_s=0.4)
     assert [r.status_code for r in responses] == [503, 503, 200]
     assert responses[2].text == "success"  # the third and last: no more deliveries will come
-    time.sleep(2.0)  # the job finishes in the ingress's loop and pushes instead of serving
+    gate.set()  # the job finishes in the ingress's loop and pushes instead of serving
     store = SQLiteStateStore(home.resolve() / "state.db")
+    wait_for(lambda: store.queue_size(PENDING_QUEUE) > 0, what="the push")
     (item_id, payload), = store.lease(PENDING_QUEUE, now_s=time.time() + 1, lease_s=30, limit=10)
     pushed = OutboxItem.from_json(payload)
     assert pushed.to_user == "o-user" and pushed.text.startswith("青禾家居支持7天无理由退货")
@@ -151,10 +166,17 @@ def open_with(home, response):
 
 
 class SlowDecrypt(DecryptServer):
-    """A busy decrypt replica: the delivery's client gives up before the claim is made."""
+    """A busy decrypt replica: it holds the callback until the test releases it, so the
+    delivery's client gives up before the claim is made."""
+
+    def __init__(self, overrides):
+        super().__init__(overrides)
+        self.entered = threading.Event()
+        self.release = threading.Event()
 
     def open_callback(self, account, query, body):
-        time.sleep(0.5)
+        self.entered.set()
+        self.release.wait(60)
         return super().open_callback(account, query, body)
 
 
@@ -164,15 +186,12 @@ def test_a_delivery_cancelled_before_its_claim_still_claims_and_answers(home):
 
     from starlette.requests import Request
 
-    from functions.common.clock import SystemClock
-    from functions.common.ledger import ClaimLedger
-    from functions.common.records import InboundMessage
-
     overrides = {"home": str(home)}
     generate = GenerateServer(engine_cls=EchoEngine, settings_overrides=overrides)
     clock = SystemClock()
+    decrypt = SlowDecrypt(overrides)
     ingress = Ingress(
-        InProcessHandle(SlowDecrypt(overrides)), InProcessHandle(IntentServer(overrides)),
+        InProcessHandle(decrypt), InProcessHandle(IntentServer(overrides)),
         InProcessHandle(RetrieveFromList([POLICY])), InProcessHandle(generate),
         InProcessHandle(EncryptServer(overrides)), InProcessHandle(ReadyOnly()), overrides, clock=clock,
     )
@@ -187,9 +206,12 @@ def test_a_delivery_cancelled_before_its_claim_still_claims_and_answers(home):
             return {"type": "http.request", "body": callback.body, "more_body": False}
 
         delivery = asyncio.create_task(ingress.callback("default", Request(scope, receive)))
-        await asyncio.sleep(0.2)
+        assert await asyncio.to_thread(decrypt.entered.wait, 60)
         delivery.cancel()  # WeChat hung up; Serve cancels the handler while decrypt is busy
-        await asyncio.sleep(2.0)
+        decrypt.release.set()
+        while ingress._tasks:  # the intake, which the hang-up did not cancel
+            await asyncio.gather(*ingress._tasks, return_exceptions=True)
+        await ingress.stages.delivery.drain()
 
     asyncio.run(scenario())
     ledger = ClaimLedger(SQLiteStateStore(home / "state.db", clock), clock, ttl_s=3600, job_lease_s=60)

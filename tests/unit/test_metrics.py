@@ -3,14 +3,18 @@ flow, with other processes' published snapshots merged in under a ``process`` la
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from functions.emulator.platform import text_message_xml
 from functions.common.settings import Settings
+from functions.common.clock import FixedClock
 from functions.common.state import SQLiteStateStore
 from observability import metrics
+from tests.fakes import GatedEngine
 from tests.unit.ingress_stack import make_client, post
 
 
@@ -49,12 +53,13 @@ def test_metrics_parse_and_move_as_messages_flow(home):
 
 
 def test_other_processes_snapshots_are_merged_under_their_process_label(tmp_path):
-    store = SQLiteStateStore(tmp_path / "state.db")
+    clock = FixedClock(1_000_000.0)
+    store = SQLiteStateStore(tmp_path / "state.db", clock)
     other = metrics.CollectorRegistry()
     metrics.Counter("wxassist_pushes", "x", ["outcome"], registry=other).labels("sent").inc(3)
     store.set(metrics.SNAPSHOT_PREFIX + "push:node-b:42", metrics.generate_latest(other).decode(), ttl_s=30)
-    store.set(metrics.SNAPSHOT_PREFIX + "push:node-c:7", metrics.generate_latest(other).decode(), ttl_s=0.01)
-    time.sleep(0.05)  # node-c's replica died: its snapshot expired with it
+    store.set(metrics.SNAPSHOT_PREFIX + "push:node-c:7", metrics.generate_latest(other).decode(), ttl_s=10)
+    clock.advance(11)  # node-c's replica died: its snapshot expired with it (node-b's lives on)
     text = metrics.exposition(store, "ingress:node-a:1").decode()
     parsed = samples(text)
     pushed = {labels: v for (name, labels), v in parsed.items() if name == "wxassist_pushes_total"}
@@ -71,27 +76,37 @@ def test_a_publisher_outside_a_serve_replica_is_none(home):
     assert metrics.replica_publisher("generate", Settings(home=home)) is None
 
 
+async def until(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
 def test_a_generate_request_cancelled_in_the_queue_leaves_the_queue_count(home):
-    """The queue gauge drives an alert: a cancelled waiter must not stay counted."""
-    import asyncio
-
+    """The queue gauge drives an alert: a cancelled waiter must not stay counted, nor run."""
     from functions.generate.deployment import GenerateServer
-    from tests.fakes import SleepyEngine
 
-    server = GenerateServer(engine_cls=SleepyEngine, engine_kwargs={"answer": "好的。"},
+    gate = threading.Event()
+    server = GenerateServer(engine_cls=GatedEngine, engine_kwargs={"answer": "好的。", "gate": gate},
                             settings_overrides={"home": str(home), "generate_batch": 1})
 
     async def run() -> None:
-        first = asyncio.create_task(server.answer("慢#0.4", []))
-        await asyncio.sleep(0.05)
-        queued = asyncio.create_task(server.answer("排队#0.4", []))
-        await asyncio.sleep(0.05)
-        assert metrics.GENERATE_QUEUE._value.get() == 1 and metrics.GENERATE_BATCH._value.get() == 1
+        first = asyncio.create_task(server.answer("慢", []))
+        await until(lambda: metrics.GENERATE_BATCH._value.get() == 1)  # at the engine, held by the gate
+        queued = asyncio.create_task(server.answer("排队", []))
+        await until(lambda: metrics.GENERATE_QUEUE._value.get() == 1)
         queued.cancel()
+        gate.set()
         await first
-        await asyncio.sleep(0.6)  # time the cancelled one would have taken
+        # The pool has one thread, which takes work in order: this runs after the abandoned call.
+        await asyncio.get_running_loop().run_in_executor(server._pool, lambda: None)
 
-    asyncio.run(run())
-    assert metrics.GENERATE_QUEUE._value.get() == 0 and metrics.GENERATE_BATCH._value.get() == 0
-    assert server.stats()["answers"] == 2
-    server.close()
+    try:
+        asyncio.run(run())
+        assert metrics.GENERATE_QUEUE._value.get() == 0 and metrics.GENERATE_BATCH._value.get() == 0
+        assert server.stats()["answers"] == 2
+        assert len(server._core.engine.calls) == 1  # the cancelled one never reached the engine
+    finally:
+        gate.set()
+        server.close()

@@ -17,7 +17,7 @@ from functions.common.settings import Settings, load_settings
 from functions.common.state import SQLiteStateStore
 from functions.generate.deployment import GenerateServer
 from tests.fakes import EchoEngine
-from tests.unit.ingress_stack import FailsFirst, make_client, post, queue_full
+from tests.unit.ingress_stack import FailsFirst, make_client, post, queue_full, settle
 
 
 def question(content: str, msg_id: str = "7") -> str:
@@ -55,10 +55,10 @@ def test_an_outbox_with_room_answers_as_usual(home):
 
 def test_past_the_deferral_ceiling_a_full_queue_promises_nothing(home):
     generate = FailsFirst(home, 1, queue_full)
-    _, reply = post(make_client(home, generate=generate, overrides={"max_deferred_answers": 0}), home,
-                    question("退货政策是什么？"))
+    client = make_client(home, generate=generate, overrides={"max_deferred_answers": 0})
+    _, reply = post(client, home, question("退货政策是什么？"))
     assert reply_text(reply) == Settings().outbox_full_text
-    time.sleep(0.5)  # a deferred answer would have been generated and queued by now
+    settle(client)  # a deferred answer would have been generated and queued by now
     store = SQLiteStateStore(home.resolve() / "state.db")
     assert store.lease(PENDING_QUEUE, now_s=time.time() + 1, lease_s=30, limit=10) == []
     assert generate.inner._core._engine.calls == []
