@@ -8,7 +8,7 @@ from pathlib import Path
 
 from functions.generate.scaling.drain import DEFAULT_DEADLINE_S
 
-REPO_DIR = Path(__file__).resolve().parents[3]
+REPO_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_STACK = REPO_DIR / "infra" / "Pulumi.prod.yaml"
 DEFAULT_DEPLOY = REPO_DIR / "deploy" / "prod.yaml"
 
