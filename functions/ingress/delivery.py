@@ -141,8 +141,8 @@ class DeliveryCoordinator:
         """After the claim: run the job if it is ours, then wait in this delivery's window."""
         entry = claim.entry
         last = self._policy.is_last_delivery(entry.deliveries, entry.first_seen_s, arrived_s)
-        if last:  # a short window (tests) keeps three quarters of itself
-            window_end_s -= min(self._policy.last_reply_margin_s, self._policy.window_s / 4)
+        if last:
+            window_end_s -= self._policy.last_reply_margin()
         if claim.won:
             self._jobs.start(message, claim.entry)
         entry = await self._wait_for_answer(message, entry, window_end_s, hung_up)

@@ -34,6 +34,16 @@ class DeliveryPolicy:
     def passive_deadline_s(self, first_seen_s: float) -> float:
         return first_seen_s + (self.deliveries - 1) * self.redelivery_interval_s + self.window_s
 
+    def last_reply_margin(self) -> float:
+        """How much earlier than its window the last delivery stops waiting (a short window,
+        in tests, keeps three quarters of itself)."""
+        return min(self.last_reply_margin_s, self.window_s / 4)
+
+    def answer_deadline_s(self, first_seen_s: float) -> float:
+        """When the answer must be ready to go back passively: the last delivery stops waiting
+        then. What generate is told, so it budgets for this, not for the window's end."""
+        return self.passive_deadline_s(first_seen_s) - self.last_reply_margin()
+
     def token_budget(self, first_seen_s: float, now_s: float, max_new_tokens: int) -> int:
         """Tokens that still fit before the last passive window closes, within [min, max]."""
         left_s = self.passive_deadline_s(first_seen_s) - now_s - self.overhead_s

@@ -113,7 +113,7 @@ class AnswerJobs:
             budget = self._policy.token_budget(entry.first_seen_s, self._clock.now_s(), self._max_new_tokens)
             # The deadline travels too: generate knows its own pace under the current load,
             # which the budget above only estimates from a setting.
-            reply = await self._answer(message, budget, self._policy.passive_deadline_s(entry.first_seen_s))
+            reply = await self._answer(message, budget, self._policy.answer_deadline_s(entry.first_seen_s))
             finished = await self._record(message, entry, reply)
             if finished is None:
                 logger.error("job %s: its answer could not be recorded (taken over, or the store is down)", entry.job_id)

@@ -36,6 +36,29 @@ def test_the_token_budget_shrinks_toward_the_last_window():
     assert POLICY.token_budget(100, now_s=114, max_new_tokens=96) == 16  # never below the floor
 
 
+def test_the_job_is_told_the_moment_the_last_delivery_stops_waiting(parts):
+    """Not the end of WeChat's last window: the last delivery gives up a margin earlier, and an
+    answer budgeted for the window's end would miss it and go by push."""
+    clock = parts[0]
+    told: list[float] = []
+
+    async def answer(message, budget, deadline_s=None):
+        told.append(deadline_s)
+        return ONE_PART
+
+    async def scenario():
+        delivering = coordinator(parts, answer)
+        outcome = await delivering.deliver(MESSAGE)
+        await clock.advance(20)
+        await delivering.drain()
+        return outcome
+
+    first_seen_s = clock.now_s()
+    assert asyncio.run(scenario()).kind == "passive"
+    assert told == [POLICY.passive_deadline_s(first_seen_s) - POLICY.last_reply_margin_s]
+    assert POLICY.answer_deadline_s(100) == 113.5
+
+
 MESSAGE = InboundMessage("default", "gh", "o-user", 1, "text", msg_id="42", content="退货？")
 ONE_PART = Reply("<xml>passive</xml>", parts=("七天无理由退货。",))
 
