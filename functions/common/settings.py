@@ -265,9 +265,11 @@ class Settings(BaseSettings):
     # split: every step its own Serve deployment; fused: decrypt, intent and encrypt run inside
     # the ingress process (no hops for the cheap steps; retrieve and generate stay separate).
     pipeline_mode: Literal["split", "fused"] = "split"
+    # auto: the faster batching on this machine (functions/generate/engine_choice.py);
     # continuous: transformers' continuous batching (requests share forward passes);
-    # single: one model.generate per request, one at a time.
-    generate_engine: Literal["continuous", "single", "vllm"] = "continuous"  # vllm: GPU machines with vllm installed
+    # static: padded static batches (the faster one on CPUs);
+    # single: one model.generate per request, one at a time; vllm: GPU machines with vllm installed.
+    generate_engine: Literal["auto", "continuous", "static", "single", "vllm"] = "auto"
     generate_batch: int = Field(default=32, ge=1)  # requests one replica generates at once
     engine_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 on CUDA and bf16-capable CPUs
     system_prompt: str = DEFAULT_SYSTEM_PROMPT

@@ -1,11 +1,12 @@
-"""The default engine: transformers' continuous batching over one loaded model.
+"""Continuous batching over one loaded model: what ``generate_engine: auto`` takes on a GPU
+(``engine_choice.py``; on CPUs padded static batches are faster).
 
 Every ``complete`` call, from any thread, becomes a request in transformers'
 ``ContinuousBatchingManager``: one background loop runs forward passes over all requests in
 flight, each step a batch, and a request joins at the next step and leaves as soon as it
 ends, never waiting for the longest answer in its batch. ``bench/generate.py`` measures it
-against one ``model.generate`` per request (the naive way); ``bench/gpu_generate.py`` also
-against static batches.
+against padded static batches and one ``model.generate`` per request (the naive way);
+``bench/gpu_generate.py`` does the same on a GPU.
 
 dtype: bf16 on CUDA, and on CPUs with native bf16 matrix units (AMX / AVX512-BF16), where
 batched bf16 steps run several times faster than fp32; fp32 on other CPUs.
@@ -16,7 +17,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from functions.common.errors import ModelError
@@ -49,6 +51,24 @@ def load_model(model_dir: str | Path, *, device: str | None, torch_threads: int 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, attn_implementation="sdpa")
     return tokenizer, model.to(device).eval(), device, torch_dtype
+
+
+WARM_UP_PROMPT_TOKENS = 370  # a real prompt's size: the system prompt, one FAQ passage, a question
+WARM_UP_NEW_TOKENS = 16
+
+
+def warm_up(complete: Callable[[Sequence[Message], int], Completion], count_tokens: Callable[[str], int]) -> float:
+    """Run one request the size of a real one before the first user does (lazy initialisation
+    is paid here), and return the tokens/s it ran at: the replica's pace to start from."""
+    filler = "本段文字只用于在启动时测量生成速度，不是知识库的内容。"
+    passage = filler
+    while count_tokens(passage) < WARM_UP_PROMPT_TOKENS:
+        passage += filler
+    messages = [{"role": "system", "content": passage}, {"role": "user", "content": "这段文字讲了什么？"}]
+    started = time.perf_counter()
+    completion = complete(messages, WARM_UP_NEW_TOKENS)
+    elapsed = time.perf_counter() - started
+    return max(completion.tokens_out, 1) / elapsed
 
 
 def prompt_ids(tokenizer, messages: Sequence[Message]) -> list[int]:
@@ -102,7 +122,7 @@ class ContinuousBatchingEngine:
         threading._register_atexit(self.close)
         self._dispatcher = threading.Thread(target=self._dispatch, name="wxassist-cb-results", daemon=True)
         self._dispatcher.start()
-        self.complete([{"role": "user", "content": "hi"}], max_new_tokens=2)  # warm-up before the first user
+        self.tokens_per_s_at_start = warm_up(self.complete, self.count_tokens)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))

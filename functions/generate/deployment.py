@@ -36,9 +36,10 @@ def model_folder(settings: Settings) -> Path:
 
 
 def default_engine(settings: Settings) -> tuple[type, dict[str, Any]]:
-    """``continuous`` (default): transformers' continuous batching; ``single``: one
-    ``model.generate`` per request, one at a time (the baseline the batching is measured against);
-    ``vllm``: vLLM's engine, on a GPU machine that has it installed."""
+    """``auto`` (default): the faster batching on this machine (``engine_choice.py``);
+    ``continuous``: transformers' continuous batching; ``static``: padded static batches;
+    ``single``: one ``model.generate`` per request, one at a time (the baseline the batching is
+    measured against); ``vllm``: vLLM's engine, on a GPU machine that has it installed."""
     if settings.generate_engine == "vllm":
         from functions.generate.vllm_engine import VllmEngine
 
@@ -49,6 +50,15 @@ def default_engine(settings: Settings) -> tuple[type, dict[str, Any]]:
         from functions.generate.transformers_engine import TransformersEngine
 
         return TransformersEngine, common
+    engine = settings.generate_engine
+    if engine == "auto":
+        from functions.generate.engine_choice import this_machine
+
+        engine = this_machine().batching()
+    if engine == "static":
+        from functions.generate.static_batch_engine import StaticBatchEngine
+
+        return StaticBatchEngine, {**common, "max_requests": settings.generate_batch}
     from functions.generate.batching_engine import ContinuousBatchingEngine
 
     return ContinuousBatchingEngine, {**common, "max_requests": settings.generate_batch,
@@ -77,7 +87,10 @@ class GenerateServer(ReportsSpans):
             max_passage_chars=settings.max_passage_chars,
             min_support=settings.min_support,
             history_tokens=settings.memory_token_budget,
-            pace=DecodePace(settings.generate_tokens_per_s),
+            # A model engine measures its pace in its warm-up, on this machine: the setting is
+            # a guess about some CPU, and on a slower one the first answers would be budgeted
+            # for a speed the replica does not have and miss WeChat's window.
+            pace=DecodePace(getattr(engine, "tokens_per_s_at_start", None) or settings.generate_tokens_per_s),
         )
 
         self._languages = engine_languages(engine, settings.generate_languages)
@@ -142,7 +155,7 @@ class GenerateServer(ReportsSpans):
         """Which model, on what device and in which dtype this replica generates with, the
         languages it writes and its measured pace: what the ingress's answer mode asks."""
         engine = self._core.engine
-        return {"model": engine.model_name, "device": str(getattr(engine, "device", "cpu")),
+        return {"model": engine.model_name, "engine": type(engine).__name__, "device": str(getattr(engine, "device", "cpu")),
                 "dtype": str(getattr(engine, "dtype", "")).removeprefix("torch."),
                 "languages": list(self._languages), "tokens_per_s": round(self._core.pace.tokens_per_s, 3)}
 

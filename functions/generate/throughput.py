@@ -1,12 +1,13 @@
-"""``wxassist bench generate``: tokens/s of the generate replica at several concurrencies
-against the naive way, one ``model.generate`` per request in a loop.
+"""``wxassist bench generate``: tokens/s of the generate replica at several concurrencies,
+with both batching engines, against the naive way, one ``model.generate`` per request in a loop.
 
-Both sides are the real generate replica class (``GenerateServer``: prompt building, the
-engine, the clean-up and grounding checks) with the same model, dtype, questions and token
-budget, in one process and one run: the continuous-batching engine driven by N concurrent
-chats, and the ``single`` engine answering one request after another. The naive rate is
-measured before and after the batched runs and averaged, so drift on a shared machine hits
-both sides.
+Every side is the real generate replica class (``GenerateServer``: prompt building, the engine,
+the clean-up and grounding checks) with the same model, dtype, questions and token budget, in
+one process and one run: continuous batching and padded static batches, each driven by N
+concurrent chats, and the ``single`` engine answering one request after another. The naive
+rate is measured before and after the batched runs and averaged, so drift on a shared machine
+hits every side. Which batching the default (``generate_engine: auto``) takes depends on the
+CPU (``engine_choice.py``): the report names the CPU, its bf16 support and the dtype.
 """
 
 from __future__ import annotations
@@ -46,28 +47,41 @@ async def _tokens_per_s(server, concurrency: int, requests: int, max_new_tokens:
 def measure(concurrencies: list[int], *, max_new_tokens: int, naive_requests: int,
             overrides: dict[str, Any]) -> dict[str, Any]:
     from functions.generate.deployment import GenerateServer
+    from functions.generate.engine_choice import this_machine
 
-    batched = GenerateServer(settings_overrides={**overrides, "generate_engine": "continuous",
-                                                 "generate_batch": max(concurrencies)})
+    machine = this_machine()
+    default = machine.batching()
+    batch = max(concurrencies)
+    servers = {engine: GenerateServer(settings_overrides={**overrides, "generate_engine": engine, "generate_batch": batch})
+               for engine in ("continuous", "static")}
     naive = GenerateServer(settings_overrides={**overrides, "generate_engine": "single"})
 
     async def run() -> dict[str, Any]:
         naive_before = await _tokens_per_s(naive, 1, naive_requests, max_new_tokens)
-        rates = {c: await _tokens_per_s(batched, c, max(2 * c, 4), max_new_tokens) for c in concurrencies}
+        rates = {engine: {c: await _tokens_per_s(server, c, max(2 * c, 4), max_new_tokens) for c in concurrencies}
+                 for engine, server in servers.items()}
         naive_after = await _tokens_per_s(naive, 1, naive_requests, max_new_tokens)
         naive_rate = (naive_before + naive_after) / 2
+
+        def rows(engine: str) -> list[dict[str, Any]]:
+            return [{"concurrency": c, "tokens_per_s": round(rate, 1), "naive_tokens_per_s": round(naive_rate, 1),
+                     "ratio": round(rate / naive_rate, 2)} for c, rate in rates[engine].items()]
+
         return {
-            "results": [{"concurrency": c, "tokens_per_s": round(rate, 1), "naive_tokens_per_s": round(naive_rate, 1),
-                         "ratio": round(rate / naive_rate, 2)} for c, rate in rates.items()],
+            "results": rows(default),  # the engine generate_engine: auto takes on this machine
+            "default_engine": default,
+            "continuous_batching": rows("continuous"),
+            "static_batch": rows("static"),
             "naive_spread": [round(naive_before, 1), round(naive_after, 1)],
         }
 
     try:
         report = asyncio.run(run())
+        described = servers[default].describe()
     finally:
-        batched.close()
-        naive.close()
-    return {**report, **batched.describe(), "max_new_tokens": max_new_tokens}
+        for server in (*servers.values(), naive):
+            server.close()
+    return {**report, **described, "cpu": machine.cpu, "cpu_bf16": machine.cpu_bf16, "max_new_tokens": max_new_tokens}
 
 
 def cmd_bench_generate(opts: argparse.Namespace) -> int:
@@ -85,8 +99,12 @@ def cmd_bench_generate(opts: argparse.Namespace) -> int:
     if opts.json:
         print(json.dumps(report))
         return 0
-    print(f"{report['model']} on {report['device']} ({report['dtype']}); naive (one generate per request): "
-          f"{report['results'][0]['naive_tokens_per_s']} tokens/s (before/after: {report['naive_spread']})")
-    for row in report["results"]:
-        print(f"  {row['concurrency']:>3} concurrent chats  {row['tokens_per_s']:8.1f} tokens/s  {row['ratio']:5.2f}x naive")
+    print(f"{report['model']} on {report['device']} ({report['dtype']}); CPU {report['cpu']}, native bf16: "
+          f"{'yes' if report['cpu_bf16'] else 'no'}; generate_engine auto takes: {report['default_engine']} batching")
+    print(f"naive (one generate per request): {report['results'][0]['naive_tokens_per_s']} tokens/s "
+          f"(before/after: {report['naive_spread']})")
+    print(f"  {'chats':>5}  {'continuous':>18}  {'static batch':>18}")
+    for continuous, static in zip(report["continuous_batching"], report["static_batch"]):
+        print(f"  {continuous['concurrency']:>5}  {continuous['tokens_per_s']:8.1f} t/s {continuous['ratio']:5.2f}x"
+              f"  {static['tokens_per_s']:8.1f} t/s {static['ratio']:5.2f}x   (x: vs naive)")
     return 0

@@ -2,7 +2,8 @@
 
 The baseline continuous batching (``batching_engine.py``, the default) is measured against,
 and a fallback (``WXA_GENERATE_ENGINE=single``). dtype as there; SDPA attention; the replica
-warms up once on start so the first user does not pay for lazy initialisation.
+warms up once on start, on a prompt the size of a real one, so the first user does not pay for
+lazy initialisation and the replica's pace starts from a measurement.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from functions.generate.batching_engine import REPLACEMENT_CHAR, load_model
+from functions.generate.batching_engine import REPLACEMENT_CHAR, load_model, warm_up
 from functions.generate.core import Completion, Message
 
 
@@ -25,7 +26,7 @@ class TransformersEngine:
         self._one_at_a_time = threading.Lock()
         self.model_name = Path(model_dir).name
         self._torch = torch
-        self.complete([{"role": "user", "content": "hi"}], max_new_tokens=2)
+        self.tokens_per_s_at_start = warm_up(self.complete, self.count_tokens)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))

@@ -141,3 +141,21 @@ def test_a_deadline_cuts_the_budget_to_what_the_measured_pace_fits():
     assert engine.budgets[-1] == 4 and answer.tokens_out == 4  # never below the floor
     generator.answer("问题", [])
     assert engine.budgets[-1] == 96  # no deadline: the cap
+
+
+def test_a_replica_starts_its_pace_from_its_engines_warm_up_not_the_settings_guess(tmp_path):
+    from functions.common.settings import Settings
+    from functions.generate.deployment import GenerateServer
+    from tests.fakes import EchoEngine
+
+    class MeasuredEngine(EchoEngine):
+        tokens_per_s_at_start = 4.0  # a slow CPU, where the setting guesses 12
+
+    measured = GenerateServer(engine_cls=MeasuredEngine, settings_overrides={"home": str(tmp_path)})
+    unmeasured = GenerateServer(engine_cls=EchoEngine, settings_overrides={"home": str(tmp_path)})
+    try:
+        assert measured.describe()["tokens_per_s"] == 4.0
+        assert unmeasured.describe()["tokens_per_s"] == Settings().generate_tokens_per_s
+    finally:
+        measured.close()
+        unmeasured.close()
