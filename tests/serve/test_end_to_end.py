@@ -52,8 +52,8 @@ def generated_so_far() -> int:
 def test_knowledge_question_gets_a_grounded_encrypted_reply(service):
     # Not an FAQ entry: the model answers (this application's answer mode is "generate"), and
     # what it says is kept only if the passages support it, else the customer gets the quote.
-    # The CPU demo model needs 6-8 s (more on a busy machine): later deliveries attach to the
-    # same job, and one of them carries the reply.
+    # The CPU demo model needs several seconds (more on a busy machine): later deliveries attach
+    # to the same job, and one of them carries the reply.
     before = generated_so_far()
     result = deliver(service, text("定制家具的生产周期是多久？", "1001"))
     assert result.outcome == "passive", result.statuses
