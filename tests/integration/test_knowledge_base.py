@@ -34,8 +34,17 @@ def kb(tmp_path, embedder):
         yield knowledge_base
 
 
-def test_sample_corpus_answers_the_returns_question(kb):
-    report = ingest(kb, [SAMPLE_CORPUS_DIR])
+@pytest.fixture(scope="module")
+def sample_kb(tmp_path_factory, embedder):
+    """The sample corpus ingested once for the tests that only read it: embedding the corpus
+    is most of each test's time."""
+    with KnowledgeBase(str(tmp_path_factory.mktemp("sample-kb") / "kb.db"), "test_kb", embedder) as knowledge_base:
+        report = ingest(knowledge_base, [SAMPLE_CORPUS_DIR])
+        yield knowledge_base, report
+
+
+def test_sample_corpus_answers_the_returns_question(sample_kb):
+    kb, report = sample_kb
     assert len(report.added) == len(list(discover([SAMPLE_CORPUS_DIR]))) >= 30
     passages = Retriever(kb, top_k=3).retrieve("你们的退货政策是什么？")
     assert passages and passages == sorted(passages, key=lambda p: p.score, reverse=True)
@@ -54,8 +63,8 @@ def test_sample_corpus_answers_the_returns_question(kb):
         ("return policy 退货", "returns-policy.md"),
     ],
 )
-def test_topics_find_their_documents(kb, question, source):
-    ingest(kb, [SAMPLE_CORPUS_DIR])
+def test_topics_find_their_documents(sample_kb, question, source):
+    kb, _ = sample_kb
     assert source in {p.source for p in Retriever(kb, top_k=3).retrieve(question)}
 
 
