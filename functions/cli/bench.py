@@ -52,8 +52,9 @@ def _cmd_bench_burst(opts: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from functions.common.emulator import WeChatEmulator, emulator_app, run_burst
-    from functions.common.platform_api import BackgroundServer, free_port
+    from functions.emulator.emulator import WeChatEmulator, emulator_app, run_burst
+    from functions.common.net import free_port
+    from functions.emulator.platform_api import BackgroundServer
     from functions.common.settings import ensure_dev_credentials
     from functions.generate.paced_engine import PacedEngine
 

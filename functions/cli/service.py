@@ -108,8 +108,8 @@ def _cmd_up(opts: argparse.Namespace) -> int:
 
 
 def _start_emulator(settings, callback_base: str, port: int):
-    from functions.common.emulator import WeChatEmulator, emulator_app
-    from functions.common.platform_api import BackgroundServer
+    from functions.emulator.emulator import WeChatEmulator, emulator_app
+    from functions.emulator.platform_api import BackgroundServer
 
     emulator = WeChatEmulator(settings.account_map(), callback_base)
     return BackgroundServer(emulator_app(emulator), port).__enter__()
@@ -118,7 +118,7 @@ def _start_emulator(settings, callback_base: str, port: int):
 def _cmd_emulate(opts: argparse.Namespace) -> int:
     import uvicorn
 
-    from functions.common.emulator import WeChatEmulator, emulator_app
+    from functions.emulator.emulator import WeChatEmulator, emulator_app
 
     settings = load_settings()
     if not settings.account_map():
